@@ -1,0 +1,46 @@
+"""Model cards: ``template.md`` (Jinja2, rendered by huggingface_hub's ModelCard) filled from a
+model's config.json (provenance, probe report) and the per-model card data ``<entry>.json``."""
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+HERE = files(__package__)
+TEMPLATE = HERE / "template.md"
+
+
+def card_data_for(name: str) -> dict[str, Any]:
+    """Per-model card data: cards/<pretext>-<arch>.json (the tag is dropped); {} when none."""
+    entry = name.split(".")[0]
+    path = HERE / f"{entry}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def eval_results(config: dict[str, Any]) -> list[EvalResult]:
+    """model-index entries from the probe report stored in config.json (never typed by hand)."""
+    probe = config.get("probe") or {}
+    out = []
+    for layer, acc in (probe.get("accuracy") or {}).items():
+        out.append(EvalResult(
+            task_type="image-classification", task_name="Linear probe on frozen features",
+            dataset_type=probe.get("dataset_id", "fashion_mnist"), dataset_name=probe.get("dataset", "Fashion-MNIST"),
+            dataset_split="test", metric_type="accuracy", metric_name=f"top-1 ({layer})",
+            metric_value=round(100 * acc, 2), source_name="sslzoo probe"))
+    return out
+
+
+def render_card(config: dict[str, Any]) -> str:
+    name = config.get("name", f"{config.get('pretext')}-{config.get('architecture')}")
+    extra = card_data_for(name)
+    data = ModelCardData(
+        model_name=name, library_name="sslzoo", license=extra.get("license", "mit"),
+        tags=["self-supervised", "pretext-task", config.get("pretext", ""), config.get("architecture", "")],
+        datasets=extra.get("datasets"), eval_results=eval_results(config) or None,
+        pipeline_tag="image-feature-extraction",
+    )
+    card = ModelCard.from_template(data, template_path=str(TEMPLATE), config=config, extra=extra, name=name,
+                                   probe=config.get("probe") or {}, prov=config.get("provenance") or {})
+    return str(card)

@@ -1,0 +1,1 @@
+"""sslzoo.demo: the Gradio web demo (issue 4)."""

@@ -1,0 +1,88 @@
+"""The ``sslzoo`` command line (typer). Exit codes: 0 done, 1 failed, 2 bad usage,
+3 done but some inputs were skipped (each named on stderr)."""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._cli_common import friendly_errors
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console(highlight=False)
+
+
+@app.command("list")
+def list_(pattern: str = typer.Argument("*", help="glob over names"),
+          tags: bool = typer.Option(False, "--tags", help="one row per name.tag")):
+    """List the zoo's models."""
+    from sslzoo import zoo
+    from sslzoo.zoo._registry import lookup
+
+    table = Table("name", "default tag", "tags", "pretext", "source")
+    for name in zoo.list_models(pattern, tags=tags):
+        entry, w = lookup(name)
+        table.add_row(name, entry.default_tag, ", ".join(entry.weights), w.config["pretext"], w.source)
+    out.print(table)
+
+
+@app.command()
+def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-hub:ORG/NAME[@REV]"),
+         as_json: bool = typer.Option(False, "--json", help="print config.json")):
+    """Show a model's configuration, data config, provenance and probe results."""
+    from sslzoo import zoo
+
+    with friendly_errors():
+        directory = zoo.resolve(name)
+        config = zoo.read_config(directory)
+    if as_json:
+        print(json.dumps(config, indent=2))
+        return
+    out.print(f"[bold]{config.get('name', name)}[/]  ({directory})")
+    out.print(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}")
+    out.print(f"input {config['data_config']['input_size']} {config['data_config'].get('channels')}")
+    prov = config.get("provenance") or {}
+    if prov.get("pretext_accuracy"):
+        pa = prov["pretext_accuracy"]
+        out.print(f"pretext accuracy {100 * pa['value']:.2f}% on {pa['split']}")
+    acc = (config.get("probe") or {}).get("accuracy")
+    if acc:
+        out.print("linear probe: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in acc.items()))
+
+
+@app.command()
+def train(
+    model: str = typer.Argument("rotation-alexnet", help="zoo entry whose architecture and pretext to train"),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH"),
+    data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
+    out_dir: Path = typer.Option(Path("runs/rotation-alexnet"), "--out", help="run directory (checkpoint, model/)"),
+    epochs: float = typer.Option(10.0), batch_size: int = typer.Option(128, help="source images per step"),
+    lr: float = typer.Option(0.05), weight_decay: float = typer.Option(5e-4), warmup_steps: int = typer.Option(100),
+    limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
+    seed: int = typer.Option(0), device: str = typer.Option("cpu", help="cpu or cuda"),
+    precision: str = typer.Option("auto", help="auto, bf16 or fp32"),
+    eval_limit: Optional[int] = typer.Option(None, help="test images for the final pretext accuracy"),
+    stop_after: Optional[int] = typer.Option(None, hidden=True),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.safetensors"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a pretext model; writes OUT/checkpoint.safetensors and, at the end, OUT/model (Hub layout)."""
+    from sslzoo.training.loop import TrainConfig, train as run
+
+    cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir),
+                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, limit=limit, checkpoint_every=checkpoint_every, seed=seed,
+                      device=device, precision=precision, progress=progress, eval_limit=eval_limit,
+                      stop_after=stop_after)
+    with friendly_errors():
+        run(cfg, resume=resume, log=out.print)
+
+
+def main():  # python -m sslzoo
+    app()

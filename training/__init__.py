@@ -1,0 +1,1 @@
+"""sslzoo.training: datasets, the training loop, pretext losses, the linear probe."""

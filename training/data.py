@@ -1,0 +1,128 @@
+"""Datasets held as uint8 tensors in memory (N x C x H x W) with integer labels.
+
+``fashion-mnist``: the four IDX files from /usr/share/datasets/fashion-mnist (Debian package
+``dataset-fashion-mnist``), a ``--data-root`` holding them (gzipped or not, flat or in
+torchvision's ROOT/FashionMNIST/raw), or torchvision's download when online.
+``imagefolder:PATH``: PATH/<class>/<image>, decoded once with the zoo's image loader.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FMNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
+_FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+class DataError(Exception):
+    """A dataset that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # N x C x H x W uint8
+    labels: torch.Tensor  # N int64
+    classes: list[str]
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None) -> "ImageSet":
+        if n is None or n >= len(self):
+            return self
+        return ImageSet(self.images[:n], self.labels[:n], self.classes, f"{self.name}[:{n}]")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic {data[:4].hex()})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) != header + int(np.prod(shape)):
+        raise DataError(f"{path}: size {len(data)} does not match its header {shape} (truncated?)")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for d in (root, root / "FashionMNIST" / "raw", root / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> ImageSet:
+    roots = [Path(root)] if root else [FMNIST_SYSTEM_ROOT]
+    img_stem, lbl_stem = _FMNIST_FILES[split]
+    for r in roots:
+        img, lbl = _find(r, img_stem), _find(r, lbl_stem)
+        if img and lbl:
+            break
+    else:
+        r = roots[0]
+        try:  # online fallback: torchvision's own download into ROOT/FashionMNIST/raw
+            from torchvision.datasets import FashionMNIST
+            FashionMNIST(str(r), train=split == "train", download=True)
+        except Exception as e:  # noqa: BLE001 - any failure means "not available here"
+            raise DataError(
+                f"Fashion-MNIST {split} files not found under {r} and the download failed ({type(e).__name__}). "
+                "Install them with `apt-get install dataset-fashion-mnist` or pass --data-root DIR "
+                f"holding {img_stem}[.gz] and {lbl_stem}[.gz].") from None
+        img, lbl = _find(r, img_stem), _find(r, lbl_stem)
+    images, labels = read_idx(img), read_idx(lbl)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{img}, {lbl}: shapes {images.shape} and {labels.shape} do not form an image set")
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                    list(FMNIST_CLASSES), f"fashion-mnist/{split}")
+
+
+def load_imagefolder(path: str | Path, data_config: dict) -> ImageSet:
+    """PATH/<class>/<image files>, each decoded and resized to the model's input (uint8)."""
+    from sslzoo.zoo._images import iter_images
+    from sslzoo.zoo._transforms import to_uint8_tensor
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (imagefolder:PATH wants PATH/<class>/<images>)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{root}: no class sub-directories")
+    images, labels = [], []
+    for idx, cls in enumerate(classes):
+        files = sorted(p for p in (root / cls).rglob("*") if p.is_file())
+        for _, img in iter_images(files):
+            images.append(to_uint8_tensor(img, data_config))
+            labels.append(idx)
+    if not images:
+        raise DataError(f"{root}: no readable images")
+    return ImageSet(torch.stack(images), torch.tensor(labels), classes, f"imagefolder:{root}")
+
+
+def load_dataset(spec: str, split: str = "train", *, root: str | Path | None = None,
+                 data_config: dict | None = None) -> ImageSet:
+    """``fashion-mnist`` or ``imagefolder:PATH`` (PATH/train and PATH/test used when present)."""
+    if spec in ("fashion-mnist", "fmnist"):
+        return load_fashion_mnist(split, root)
+    if spec.startswith("imagefolder:"):
+        path = Path(spec[len("imagefolder:"):])
+        if (path / split).is_dir():
+            path = path / split
+        return load_imagefolder(path, data_config or {})
+    raise DataError(f"unknown dataset {spec!r}: use fashion-mnist or imagefolder:PATH")

@@ -1,0 +1,58 @@
+"""sslzoo.zoo: load, inspect and save pretext-pretrained backbones.
+
+    from sslzoo import zoo
+    m = zoo.load("rotation-alexnet")          # nn.Module in eval mode
+    feats = m.features(x, layers=("conv3", "conv5"))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ._errors import ZooError
+from ._hub import download, load_dir, parse_hub_name, read_config, save_pretrained
+from ._model import PretextModel
+from ._registry import PACKAGE_WEIGHTS, list_models, lookup
+from ._transforms import transforms
+
+__all__ = ["ZooError", "PretextModel", "list_models", "load", "resolve", "save_pretrained", "transforms", "create"]
+
+
+def resolve(name: str | Path) -> Path:
+    """Name -> local model directory: a registry name (package weights or the Hub cache),
+    ``hf-hub:org/name[@rev]``, or an existing local directory in Hub layout."""
+    text = str(name)
+    if text.startswith("hf-hub:"):
+        return download(*parse_hub_name(text))
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if "/" in text or text.startswith((".", "~")) or path.suffix == ".json":
+        raise ZooError(f"{text!r}: not a model directory (no such directory) and not a zoo name; "
+                       "use a registry name, a local directory in Hub layout, or hf-hub:ORG/NAME[@REV]")
+    _, weights = lookup(text)
+    if weights.source.startswith("package:"):
+        local = PACKAGE_WEIGHTS / weights.source[len("package:"):]
+        if not (local / "model.safetensors").is_file():
+            raise ZooError(f"{text}: weights are missing from the installed package ({local}); reinstall sslzoo")
+        return local
+    return download(*parse_hub_name(weights.source))
+
+
+def create(name: str) -> PretextModel:
+    """Randomly initialised model of a registry entry (same architecture, head and data config)."""
+    entry, weights = lookup(name)
+    config = dict(weights.config, name=f"{entry.name}.{weights.tag}", provenance={"init": "random"})
+    return PretextModel(config)
+
+
+def load(name: str | Path, pretrained: bool = True, device: str | torch.device = "cpu") -> PretextModel:
+    """Load a model by registry name, ``hf-hub:org/name[@rev]`` or local directory; eval mode."""
+    if not pretrained:
+        if Path(str(name)).is_dir() or str(name).startswith("hf-hub:"):
+            config = read_config(resolve(name))
+            config = {k: v for k, v in config.items() if k not in ("weights", "probe")}
+            return PretextModel(dict(config, provenance={"init": "random"})).to(device).eval()
+        return create(str(name)).to(device).eval()
+    return load_dir(resolve(name), device=device)

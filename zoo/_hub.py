@@ -1,0 +1,153 @@
+"""One model = one Hugging Face Hub repo layout: model.safetensors + config.json + README.md.
+
+``save_pretrained`` writes such a directory (each file atomically), ``load_dir`` builds the model
+from one (sha256 of the weights checked, strict state-dict loading), ``download`` resolves
+``hf-hub:org/name[@rev]`` through huggingface_hub's download and cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._errors import ZooError
+from ._model import PretextModel
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+HUB_FILES = [WEIGHTS_FILE, CONFIG_FILE, CARD_FILE]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _storage_dict(model: PretextModel, half: bool) -> dict[str, torch.Tensor]:
+    """State dict as stored. ``half``: conv/linear weights in float16 (halves the file); BN
+    statistics, biases and probe standardisation stay float32."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if half and v.is_floating_point() and v.dim() >= 2:
+            v = v.half()
+        out[k] = v
+    return out
+
+
+def save_pretrained(model: PretextModel, directory: str | Path, *, half: bool = True, card: str | None = None) -> Path:
+    """Write ``model`` as a Hub-layout directory. ``card`` is the README.md text (rendered from
+    cards/ by ``sslzoo.cards.render`` when None)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(_storage_dict(model, half), tmp, metadata={"format": "pt"}))
+    config = dict(model.config)
+    config["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(directory / WEIGHTS_FILE),
+                         "dtype": "float16" if half else "float32"}
+    model.config = config
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    if card is None:
+        from ..cards import render_card  # sslzoo.cards: template + per-model card data
+        card = render_card(config)
+    atomic_write_text(directory / CARD_FILE, card)
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZooError(f"{path}: missing; a model directory needs {', '.join(HUB_FILES[:2])}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_dir(directory: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> PretextModel:
+    """Build the model a Hub-layout directory describes and load its weights strictly."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ZooError(f"{weights}: missing")
+    expected = (config.get("weights") or {}).get("sha256")
+    if verify and expected and sha256_file(weights) != expected:
+        raise ZooError(f"{weights}: sha256 does not match the one in {CONFIG_FILE} (corrupt or replaced file); "
+                       "download or re-save the model")
+    try:
+        model = PretextModel(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ZooError(f"{directory / CONFIG_FILE}: cannot build the model ({type(e).__name__}: {e})") from None
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise ZooError(f"{weights}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ZooError(f"{weights}: does not fit {config.get('architecture')}/{config.get('pretext')} "
+                       f"({str(e).splitlines()[0]} ...)") from None
+    return model.to(device).eval()
+
+
+def parse_hub_name(name: str) -> tuple[str, str | None]:
+    """'hf-hub:org/name@rev' -> ('org/name', 'rev' or None)."""
+    ref = name[len("hf-hub:"):]
+    repo, _, rev = ref.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ZooError(f"{name!r}: expected hf-hub:ORG/NAME[@REVISION]")
+    return repo, rev or None
+
+
+def download(repo_id: str, revision: str | None = None) -> Path:
+    """Snapshot the model files of a Hub repo into the Hugging Face cache; return the local dir."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise ZooError(f"{where}: not in the Hugging Face cache and the Hub cannot be reached "
+                       "(offline or HF_HUB_OFFLINE=1). Connect once and run `sslzoo pull` for it, "
+                       "or pass a local model directory instead.") from None
+    except RevisionNotFoundError:
+        raise ZooError(f"{where}: revision {revision!r} not found on the Hub") from None
+    except RepositoryNotFoundError:
+        raise ZooError(f"{where}: no such repository on the Hub (or it is private: log in with `hf auth login`)") from None
+    except OSError as e:  # network failures surface as OSError subclasses
+        raise ZooError(f"{where}: download failed ({type(e).__name__}: {e})") from None

@@ -1,0 +1,67 @@
+"""``PretextModel``: a trunk with taps, a pretext head, optional linear-probe heads, and its data config."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._alexnet import alexnet
+from ._probe_head import LinearProbe
+from .pretexts import build_head
+
+# architecture name -> builder(**arch_args) -> trunk with .layers, .forward_taps, .num_features
+ARCHITECTURES = {"alexnet": alexnet}
+
+
+class PretextModel(nn.Module):
+    """A pretext-trained backbone as the zoo hands it out.
+
+    ``features(x, layers)`` gives unpooled B x C x H x W maps at the named taps;
+    ``predict_pretext(x)`` the pretext's outputs (rotation: B x 4 logits);
+    ``classify(x, layer)`` the stored linear probe's class logits, if the model has probes.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.config = config
+        arch = config["architecture"]
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+        self.trunk = ARCHITECTURES[arch](**config.get("arch_args", {}))
+        self.pretext: str = config["pretext"]
+        self.layers: tuple[str, ...] = tuple(self.trunk.layers)
+        self.data_config: dict[str, Any] = dict(config["data_config"])
+        c, h, w = self.data_config["input_size"]
+        with torch.no_grad():  # size the head for this input
+            self.trunk.eval()
+            num_features = self.trunk(torch.zeros(1, c, h, w)).flatten(1).shape[1]
+        self.head = build_head(self.pretext, num_features, **config.get("pretext_args", {}))
+        self.probes = nn.ModuleDict()
+        probe_cfg = config.get("probe") or {}
+        for layer, spec in probe_cfg.get("heads", {}).items():
+            self.probes[layer] = LinearProbe(spec["channels"], tuple(spec["grid"]), len(probe_cfg["classes"]))
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", f"{self.pretext}-{self.config['architecture']}")
+
+    @property
+    def classes(self) -> list[str]:
+        return list((self.config.get("probe") or {}).get("classes", []))
+
+    def features(self, x: torch.Tensor, layers=("conv5",)) -> dict[str, torch.Tensor]:
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        return self.trunk.forward_taps(x, layers, pool5=False)[0]
+
+    def predict_pretext(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk, x)
+
+    forward = predict_pretext
+
+    def classify(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """Linear-probe class logits (B x num_classes) from the probe head stored for ``layer``."""
+        if layer not in self.probes:
+            have = sorted(self.probes) or "none"
+            raise ValueError(f"{self.name} has no probe head for {layer!r} (probe heads: {have}); run `sslzoo probe` first")
+        return self.probes[layer](self.features(x, (layer,))[layer])

@@ -1,0 +1,85 @@
+"""Registry of zoo entries ``<pretext>-<arch>[.<tag>]``.
+
+Each entry maps tags to a ``Weights`` spec (torchvision style): where the weights live, the
+configuration that builds the model, and metadata. ``default_tag`` is what a bare name loads.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from ._errors import ZooError
+
+PACKAGE_WEIGHTS = Path(str(files(__package__) / "weights"))
+
+# Fashion-MNIST 28x28 gray, upsampled to AlexNet's smallest workable input.
+FMNIST_64 = {
+    "input_size": [1, 64, 64],
+    "mean": [0.2860],
+    "std": [0.3530],
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+    "channels": "L",  # colour input is converted to luminance (ITU-R 601-2, PIL "L")
+}
+
+
+@dataclass(frozen=True)
+class Weights:
+    tag: str
+    source: str  # "package:<dir under zoo/weights>" or "hf-hub:org/name[@rev]"
+    config: dict[str, Any]  # architecture, arch_args, pretext, pretext_args, data_config
+    sha256: str | None = None  # of model.safetensors, pinned for downloads
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    weights: dict[str, Weights]
+    default_tag: str
+
+    def __post_init__(self):
+        assert self.default_tag in self.weights, (self.name, self.default_tag)
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(name: str, *weights: Weights, default_tag: str | None = None) -> Entry:
+    entry = Entry(name, {w.tag: w for w in weights}, default_tag or weights[0].tag)
+    _ENTRIES[name] = entry
+    return entry
+
+
+def list_models(pattern: str = "*", *, tags: bool = False) -> list[str]:
+    """Registered names matching a glob pattern; with ``tags`` every ``name.tag``."""
+    names = [f"{e.name}.{t}" for e in _ENTRIES.values() for t in e.weights] if tags else list(_ENTRIES)
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def lookup(name: str) -> tuple[Entry, Weights]:
+    base, _, tag = name.partition(".")
+    entry = _ENTRIES.get(base)
+    if entry is None:
+        close = [n for n in _ENTRIES if base.split("-")[0] in n]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ZooError(f"unknown model {name!r}{hint} (`sslzoo list` shows them all)")
+    tag = tag or entry.default_tag
+    if tag not in entry.weights:
+        raise ZooError(f"{base} has no tag {tag!r}; tags: {', '.join(entry.weights)}")
+    return entry, entry.weights[tag]
+
+
+def _alexnet_rotation(in_chans: int, data_config: dict, hidden: int) -> dict[str, Any]:
+    return {"architecture": "alexnet", "arch_args": {"in_chans": in_chans}, "pretext": "rotation",
+            "pretext_args": {"hidden": hidden}, "data_config": data_config}
+
+
+register(
+    "rotation-alexnet",
+    Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet_rotation(1, FMNIST_64, 512),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1803.07728"}),
+)
