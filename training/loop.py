@@ -145,6 +145,34 @@ def pretext_accuracy(model, pretext, images: torch.Tensor, data_config: dict, de
     return correct / max(1, total)
 
 
+def make_batch(x_uint8: torch.Tensor, pretext, data_config: dict, crop_pad: int, gen: torch.Generator):
+    """uint8 B x C x h x w source images -> the pretext's (inputs, targets), all batched tensor ops
+    on the images' device (rotation: inputs 4B x C x H x W, targets 4B)."""
+    x = to_model_input(random_crop_flip(x_uint8, crop_pad, gen), data_config)
+    inputs, targets = pretext.make_batch(x, gen)
+    if inputs.is_cuda and inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, targets
+
+
+def train_step(model, opt, pretext, inputs, targets, *, bf16: bool, weight_decay: float, wd_mask: list[bool]):
+    """One SGD step. Returns (outputs, loss); (loss value, None) without stepping when the loss is
+    not finite, so the caller stops with the last good checkpoint intact."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs = model.predict_pretext(inputs)
+    loss = pretext.loss(outputs, targets)
+    if not torch.isfinite(loss):
+        return loss.item(), None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():  # weight decay on conv/linear weights only, not BN or biases
+        for p, decay in zip(opt.param_groups[0]["params"], wd_mask):
+            if decay and p.grad is not None:
+                p.grad.add_(p, alpha=weight_decay)
+    opt.step()
+    return outputs, loss
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     """Train ``cfg.model``'s architecture on its pretext; returns the saved model directory."""
     device = torch.device(cfg.device)
@@ -183,7 +211,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     images = train_set.images.to(device)
     perm, perm_epoch = None, -1
     prep_s = step_s = prep_total = step_total = 0.0
-    reported = step
+    reported = saved_step = step
+    stats = ""
     model.train()
     t_start = time.perf_counter()
     with _progress(cfg.progress) as bar:
@@ -195,29 +224,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
             t0 = time.perf_counter()
             gen = _generator(cfg.seed, 1 << 20, step)
             idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(device)
-            x = to_model_input(random_crop_flip(images[idx], cfg.crop_pad, gen), data_config)
-            inputs, targets = pretext.make_batch(x, gen)  # e.g. rotation: 4B x C x H x W, 4B
+            inputs, targets = make_batch(images[idx], pretext, data_config, cfg.crop_pad, gen)
             if device.type == "cuda":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                outputs = model.predict_pretext(inputs)
-            loss = pretext.loss(outputs, targets)
-            if not torch.isfinite(loss):
-                kept = f"last good checkpoint {ckpt} kept" if ckpt.exists() else "no checkpoint was written yet"
-                raise TrainingError(f"non-finite loss ({loss.item()}) at step {step}; stopped, {kept}. "
+            outputs, loss = train_step(model, opt, pretext, inputs, targets, bf16=bf16,
+                                       weight_decay=cfg.weight_decay, wd_mask=wd_mask)
+            if loss is None:
+                kept = (f"last good checkpoint {ckpt} (step {saved_step}) kept" if ckpt.exists()
+                        else "no checkpoint was written yet")
+                raise TrainingError(f"non-finite loss ({outputs}) at step {step}; stopped, {kept}. "
                                     "Lower --lr or check the data.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():  # decoupled from BN/bias: weight decay on weights only
-                for p, d in zip(opt.param_groups[0]["params"], wd_mask):
-                    if d and p.grad is not None:
-                        p.grad.add_(p, alpha=cfg.weight_decay)
-            opt.step()
             step += 1
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -228,14 +248,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
             if step % 10 == 0 or step == total:
                 acc = pretext.correct(outputs.detach(), targets) / len(targets)
                 n = step - reported
-                bar.update(task, completed=step, stats=f"loss {loss.item():.3f} acc {acc:.3f} "
-                           f"{n * cfg.batch_size / step_s:,.0f} img/s, batch prep {100 * prep_s / step_s:.1f}%")
+                stats = (f"loss {loss.item():.3f} acc {acc:.3f} {n * cfg.batch_size / step_s:,.0f} img/s, "
+                         f"batch prep {100 * prep_s / step_s:.1f}%")
+                bar.update(task, completed=step, stats=stats)
                 prep_total += prep_s
                 step_total += step_s
                 prep_s = step_s = 0.0
                 reported = step
             if step % cfg.checkpoint_every == 0 or step == total:
                 save_checkpoint(ckpt, model, opt, step, cfg, elapsed + time.perf_counter() - t_start)
+                saved_step = step
+                if cfg.progress and not bar.console.is_terminal:  # logs, not a live bar
+                    log(f"step {step}/{total} {stats}")
             if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
                 log(f"stopped after step {step} (--stop-after); resume with --resume")
                 return out

@@ -33,6 +33,9 @@ class PretextModel(nn.Module):
         self.layers: tuple[str, ...] = tuple(self.trunk.layers)
         self.data_config: dict[str, Any] = dict(config["data_config"])
         c, h, w = self.data_config["input_size"]
+        in_chans = config.get("arch_args", {}).get("in_chans", 3)
+        if c != in_chans:
+            raise ValueError(f"data_config.input_size has {c} channel(s) but the trunk takes {in_chans}")
         with torch.no_grad():  # size the head for this input
             self.trunk.eval()
             num_features = self.trunk(torch.zeros(1, c, h, w)).flatten(1).shape[1]

@@ -29,7 +29,7 @@ def resize_crop(img: Image.Image, data_config: dict[str, Any]) -> Image.Image:
 def to_uint8_tensor(img: Image.Image, data_config: dict[str, Any]) -> torch.Tensor:
     """PIL image -> C x H x W uint8 tensor in the model's mode and size (no normalisation)."""
     img = resize_crop(convert_mode(img, data_config.get("channels", "RGB")), data_config)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
 

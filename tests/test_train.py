@@ -1,0 +1,105 @@
+"""The training loop: loss goes down, kill -9 + --resume gives the same bits, failures are clean."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from sslzoo import zoo
+from sslzoo.training.augment import random_crop_flip
+from sslzoo.training.loop import TrainConfig, TrainingError, lr_at, train
+
+from .conftest import run_cli
+
+TINY = ["--limit", "640", "--batch-size", "16", "--epochs", "1", "--warmup-steps", "4",
+        "--eval-limit", "64", "--no-progress", "--precision", "fp32"]
+
+
+def _step(ckpt):
+    with safe_open(str(ckpt), "pt") as f:
+        return int(f.metadata()["step"])
+
+
+def test_loss_decreases_and_model_dir_is_written(tmp_path, fmnist_root):
+    losses = []
+    cfg = TrainConfig(out=str(tmp_path / "run"), limit=512, batch_size=32, epochs=3, lr=0.05, warmup_steps=2,
+                      eval_limit=128, progress=False, checkpoint_every=1000)
+    model_dir = train(cfg, log=losses.append)
+    model = zoo.load(model_dir)
+    prov = model.config["provenance"]
+    assert prov["steps"] == 48 and 0.25 < prov["pretext_accuracy"]["value"] <= 1
+    # the pretext is learnable from 48 small steps: well above chance (25 %) on held-out images
+    assert prov["pretext_accuracy"]["value"] > 0.5, losses
+
+
+def test_kill9_then_resume_is_bit_identical(tmp_path, fmnist_root):
+    ref = tmp_path / "ref"
+    run_cli("train", "--out", ref, "--checkpoint-every", "40", *TINY, check=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sslzoo", "train", "--out", str(run), "--checkpoint-every", "2", *TINY],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
+    ckpt = run / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and _step(ckpt) >= 6:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
+    killed_at = _step(ckpt)
+    assert 6 <= killed_at < 40
+    assert not (run / "model").exists()
+
+    res = run_cli("train", "--out", run, "--checkpoint-every", "2", "--resume", *TINY, check=True)
+    assert f"resumed {ckpt} at step {killed_at}/40" in res.stdout
+    a, b = load_file(ref / "checkpoint.safetensors"), load_file(ckpt)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert (ref / "model" / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+
+
+def test_resume_refuses_other_settings_and_existing_run(tmp_path, fmnist_root):
+    out = tmp_path / "r"
+    run_cli("train", "--out", out, "--stop-after", "2", "--checkpoint-every", "2", *TINY, check=True)
+    again = run_cli("train", "--out", out, *TINY)
+    assert again.returncode == 1 and "exists: pass --resume" in again.stderr
+    other = run_cli("train", "--out", out, "--resume", *TINY[:-2], "--precision", "bf16")
+    assert other.returncode == 1 and "different settings (precision='fp32')" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_root):
+    out = tmp_path / "nan"
+    # lr ramps by 1 per step (warm-up of 1e8 steps to 1e8): finite at first, then it blows up
+    res = run_cli("train", "--out", out, "--limit", "512", "--batch-size", "16", "--epochs", "2", "--lr", "1e8",
+                  "--warmup-steps", "100000000", "--checkpoint-every", "2", "--no-progress", "--precision", "fp32")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "non-finite loss" in res.stderr and "last good checkpoint" in res.stderr
+    state = load_file(out / "checkpoint.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert f"(step {_step(out / 'checkpoint.safetensors')}) kept" in res.stderr.replace("\n", "")
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    res = run_cli("train", "--out", tmp_path / "x", "--data-root", tmp_path / "nothing-here", "--limit", "64")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "apt-get install dataset-fashion-mnist" in res.stderr
+
+
+def test_lr_schedule_and_crop_flip():
+    cfg = TrainConfig(lr=0.1, warmup_steps=10)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.01) and lr_at(9, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.05) and lr_at(100, 100, cfg) == pytest.approx(0.0)
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
+    y = random_crop_flip(x, 1, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    # every output is a shifted (and maybe mirrored) copy: each output row is a window of an input row
+    flipped = (y[:, 0, 1:3, 1:3] == x[:, 0, 1:3, 1:3].flip(-1)).all(-1).all(-1)
+    assert flipped.any() and (~flipped).any()
+    assert torch.equal(random_crop_flip(x, 1, torch.Generator().manual_seed(0)), y)
