@@ -84,5 +84,8 @@ def train(
         run(cfg, resume=resume, log=out.print)
 
 
+from ._cli_extract import extract; app.command()(extract)  # noqa: E402,E702
+
+
 def main():  # python -m sslzoo
     app()

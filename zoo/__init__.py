@@ -11,12 +11,14 @@ from pathlib import Path
 import torch
 
 from ._errors import ZooError
+from ._examples import example_images
 from ._hub import download, load_dir, parse_hub_name, read_config, save_pretrained
 from ._model import PretextModel
 from ._registry import PACKAGE_WEIGHTS, list_models, lookup
 from ._transforms import transforms
 
-__all__ = ["ZooError", "PretextModel", "list_models", "load", "resolve", "save_pretrained", "transforms", "create"]
+__all__ = ["ZooError", "PretextModel", "list_models", "load", "resolve", "save_pretrained", "transforms", "create",
+           "example_images"]
 
 
 def resolve(name: str | Path) -> Path:

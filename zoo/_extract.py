@@ -1,0 +1,412 @@
+"""Streaming feature extraction: image files -> one ``.safetensors`` or ``.npy`` of features.
+
+    res = extract(model, paths, layers=("conv3", "conv5"), pool="avg", out=Path("feats.safetensors"))
+
+How it runs, and why:
+
+* Memory stays flat in the number of inputs. Images are decoded by a small thread pool (PIL
+  decodes and resizes with the GIL released) at most ``workers + 1`` batches ahead of the model,
+  and each batch's features go straight to disk as one chunk file in the sidecar directory
+  ``OUT.partial/``. Nothing holds all the features; at the end the chunks are streamed, layer by
+  layer and chunk by chunk, into ``OUT``.
+* Speed. The model loop runs on the calling thread under ``torch.inference_mode`` while the
+  decode threads work ahead, so decoding is hidden wherever a CPU core is free for it
+  (``ExtractResult.decode_wait`` says how long the model waited). Where the model already uses
+  every core it can get, decoding (about 0.1 ms of CPU per small PNG) adds to the model's time:
+  see benchmarks/bench_extract.py.
+* Crash safety. Chunks and ``OUT`` are written to a temporary file and renamed into place, so
+  ``kill -9`` at any moment leaves either no ``OUT`` (or the previous one) or a complete one.
+  ``resume=True`` keeps the chunks of an interrupted run (after checking that
+  ``OUT.partial/manifest.json`` describes the same inputs, model and options) and computes only
+  the missing ones. Without ``resume`` an interrupted run's chunks are discarded.
+  Two runs writing the same ``OUT`` at once are not supported.
+* Bad inputs (see ``zoo._images.open_image``) are reported through ``on_error`` and left out of
+  the output; ``ExtractResult.skipped`` lists them with the reason.
+
+Output formats:
+
+``.safetensors``  one float32 tensor per layer, named by the layer (N x D), and string metadata
+                  ``paths`` (JSON list of the N input paths, in input order, bad ones left out),
+                  ``layers`` (JSON list), ``model``, ``pool``, ``skipped`` (JSON list of
+                  [path, reason]). Safetensors caps its header at 100 MB: about a million paths.
+``.npy``          one layer only (N x D float32; several layers are refused: use .safetensors),
+                  paths one per line in the sidecar ``OUT.paths.txt`` (written before ``OUT``).
+
+D is C (``pool="avg"`` / ``"max"``: global pooling of each C x H x W map) or C*H*W
+(``pool="none"``: the map flattened in C, H, W order).
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from ._errors import ZooError
+from ._hub import atomic_write, atomic_write_text
+from ._images import ImageError, open_image, warn_skipped
+from ._transforms import normalize, to_uint8_tensor
+
+POOLS = ("avg", "max", "none")
+FORMATS = (".safetensors", ".npy")
+MANIFEST = "manifest.json"
+_CHUNK = "chunk-{:06d}.safetensors"
+
+
+@dataclass
+class ExtractResult:
+    n_done: int  # images whose features are in ``out``
+    skipped: list[tuple[str, str]]  # (path, reason) of the inputs left out
+    out: Path
+    dims: dict[str, int] = field(default_factory=dict)  # layer -> feature size D
+    n_computed: int = 0  # inputs run through the model by this call (a resume skips done chunks)
+    seconds: float = 0.0  # wall time of this call
+    decode_wait: float = 0.0  # seconds the model loop waited for decoded images (0: model-bound)
+
+
+def partial_dir(out: Path) -> Path:
+    """Where an unfinished extraction to ``out`` keeps its chunks: ``OUT.partial/``."""
+    return out.with_name(out.name + ".partial")
+
+
+def paths_file(out: Path) -> Path:
+    """The sidecar listing the rows of an ``.npy`` output: ``OUT.paths.txt``."""
+    return out.with_name(out.name + ".paths.txt")
+
+
+# --------------------------------------------------------------------------- checks and set-up
+
+def _check_args(model, paths: Sequence[str], layers: tuple[str, ...], pool: str, batch_size: int, out: Path) -> None:
+    if not paths:
+        raise ZooError("no input images")
+    if pool not in POOLS:
+        raise ZooError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if batch_size < 1:
+        raise ZooError(f"batch size must be at least 1, got {batch_size}")
+    if not layers:
+        raise ZooError("no layers requested")
+    unknown = [l for l in layers if l not in model.layers]
+    if unknown:
+        raise ZooError(f"{model.name} has no layer(s) {', '.join(unknown)}; its layers are {', '.join(model.layers)}")
+    if len(set(layers)) != len(layers):
+        raise ZooError(f"layer listed twice: {', '.join(layers)}")
+    if out.suffix not in FORMATS:
+        raise ZooError(f"{out}: output must end in .safetensors or .npy")
+    if out.suffix == ".npy" and len(layers) > 1:
+        raise ZooError(f"{out}: a .npy file holds one array, but {len(layers)} layers were asked for "
+                       f"({', '.join(layers)}); write .safetensors (one tensor per layer) or ask for one layer")
+    if out.is_dir():
+        raise ZooError(f"{out}: is a directory; --out wants a file name")
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ZooError(f"bad device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
+    return dev
+
+
+def _fingerprint(model) -> str:
+    """sha256 of the state dict: a resumed run must use the very same weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _pool(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """B x C x H x W -> B x D float32 (D = C, or C*H*W for "none")."""
+    if pool == "avg":
+        x = x.mean(dim=(2, 3))
+    elif pool == "max":
+        x = x.amax(dim=(2, 3))
+    else:
+        x = x.flatten(1)
+    return x.float()
+
+
+def _forward(model, x_uint8: torch.Tensor, layers, pool: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """uint8 B x C x H x W -> {layer: B x D float32 on the CPU}."""
+    x = normalize(x_uint8.to(device, non_blocking=True), model.data_config)  # B x C x H x W float
+    maps = model.features(x, layers)  # layer -> B x C x h x w
+    return {l: _pool(maps[l], pool).cpu().contiguous() for l in layers}
+
+
+def _feature_dims(model, layers, pool: str, device: torch.device) -> dict[str, int]:
+    c, h, w = model.data_config["input_size"]
+    zeros = torch.zeros(1, c, h, w, dtype=torch.uint8)
+    return {l: t.shape[1] for l, t in _forward(model, zeros, layers, pool, device).items()}
+
+
+# --------------------------------------------------------------------------- OUT.partial/
+
+def _fill(tmp: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Write into the empty temporary file ``atomic_write`` made, *without truncating it*: on
+    ext4 (auto_da_alloc) truncate-then-write forces block allocation at close, and with the
+    ``discard`` mount option every later unlink of the chunk then costs milliseconds."""
+    with open(tmp, "r+b") as f:
+        write(f)
+
+
+class _Partial:
+    """The sidecar directory of one extraction: ``manifest.json`` (inputs and options) and one
+    ``chunk-K.safetensors`` per batch K (inputs ``[K*B, (K+1)*B)``): a float32 B' x D tensor
+    per layer for the B' inputs that decoded, their indices (``kept``) and the others with
+    reasons (``skipped``) in the metadata. Every file is written atomically."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], resume: bool):
+        self.dir = directory
+        self.manifest = manifest
+        if resume and (directory / MANIFEST).is_file():
+            self._check_same(self._read_manifest())
+        else:
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+            atomic_write_text(directory / MANIFEST, json.dumps(manifest) + "\n")
+        for tmp in directory.glob(".*.tmp"):  # left by a run killed mid-write
+            tmp.unlink(missing_ok=True)
+
+    def _read_manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ZooError(f"{self.dir / MANIFEST}: unreadable ({e}); delete {self.dir} to start over") from None
+
+    def _check_same(self, saved: dict[str, Any]) -> None:
+        hint = f"; resume with the same inputs and options, or run without --resume to start over (discards {self.dir})"
+        mine, theirs = self.manifest["paths"], saved.get("paths", [])
+        if mine != theirs:
+            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            detail = (f"input #{first} is {mine[first]!r}, was {theirs[first]!r}" if first < min(len(mine), len(theirs))
+                      else f"{len(mine)} inputs now, {len(theirs)} then")
+            raise ZooError(f"{self.dir} was started with different inputs ({detail}){hint}")
+        diff = [f"{k} {saved.get(k)!r} then, {v!r} now" for k, v in self.manifest.items()
+                if k != "paths" and saved.get(k) != v]
+        if diff:
+            raise ZooError(f"{self.dir} was started with other options ({'; '.join(diff)}){hint}")
+
+    def chunk_path(self, k: int) -> Path:
+        return self.dir / _CHUNK.format(k)
+
+    def read_meta(self, k: int) -> tuple[list[int], list[tuple[int, str]]] | None:
+        """(kept indices, [(index, reason)]) of chunk ``k``; None if it is absent or unreadable."""
+        try:
+            with safe_open(self.chunk_path(k), framework="numpy") as f:
+                meta = f.metadata()
+            return json.loads(meta["kept"]), [tuple(s) for s in json.loads(meta["skipped"])]
+        except (OSError, SafetensorError, KeyError, ValueError, TypeError):
+            return None
+
+    def write(self, k: int, feats: dict[str, torch.Tensor], kept: list[int], skipped: list[tuple[int, str]]) -> None:
+        blob = save(feats, metadata={"kept": json.dumps(kept), "skipped": json.dumps(skipped)})
+        atomic_write(self.chunk_path(k), lambda tmp: _fill(tmp, lambda f: f.write(blob)))
+
+    def rows(self, k: int, layer: str) -> np.ndarray:
+        with safe_open(self.chunk_path(k), framework="numpy") as f:
+            return f.get_tensor(layer)  # B' x D float32
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- decoding
+
+@dataclass
+class _Batch:
+    k: int
+    x: torch.Tensor | None  # B' x C x H x W uint8 (None when no input of the batch decoded)
+    kept: list[int]
+    errors: list[tuple[int, ImageError]]
+
+
+def _decode_batch(k: int, start: int, paths: Sequence[str], data_config: dict) -> _Batch:
+    """Decode and resize one batch (runs in a worker thread)."""
+    tensors, kept, errors = [], [], []
+    for i, p in enumerate(paths, start):
+        try:
+            tensors.append(to_uint8_tensor(open_image(p), data_config))  # C x H x W uint8
+            kept.append(i)
+        except ImageError as e:
+            errors.append((i, e))
+        except Exception as e:  # noqa: BLE001 - a decoded image the conversion cannot handle
+            errors.append((i, ImageError(p, f"cannot convert to the model's input ({type(e).__name__}: {e})")))
+    return _Batch(k, torch.stack(tensors) if tensors else None, kept, errors)
+
+
+class _Prefetch:
+    """Iterates over ``_decode_batch(*job)`` results in order, keeping at most ``depth`` jobs in
+    flight (bounded memory); ``waited`` is how long the consumer (the model loop) sat idle for
+    want of a decoded batch: near 0 means the model, not decoding, sets the pace."""
+
+    def __init__(self, pool: ThreadPoolExecutor, jobs: Iterable[tuple], depth: int):
+        self.pool, self.jobs, self.depth, self.waited = pool, jobs, depth, 0.0
+
+    def _take(self, pending: collections.deque) -> _Batch:
+        t0 = time.perf_counter()
+        batch = pending.popleft().result()
+        self.waited += time.perf_counter() - t0
+        return batch
+
+    def __iter__(self) -> Iterator[_Batch]:
+        pending: collections.deque = collections.deque()
+        for job in self.jobs:
+            pending.append(self.pool.submit(_decode_batch, *job))
+            if len(pending) >= self.depth:
+                yield self._take(pending)
+        while pending:
+            yield self._take(pending)
+
+
+# --------------------------------------------------------------------------- writing OUT
+
+def _write_safetensors(f: BinaryIO, part: _Partial, chunks: range, layers, dims: dict[str, int], n: int,
+                       metadata: dict[str, str]) -> None:
+    """The safetensors format written by hand so rows can stream chunk by chunk: 8-byte
+    little-endian header length, JSON header (padded with spaces to 8 bytes), raw tensors."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for l in layers:
+        nbytes = n * dims[l] * 4
+        header[l] = {"dtype": "F32", "shape": [n, dims[l]], "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for l in layers:
+        for k in chunks:
+            f.write(np.ascontiguousarray(part.rows(k, l), dtype="<f4").data)  # B' x D rows
+
+
+def _write_npy(f: BinaryIO, part: _Partial, chunks: range, layer: str, dim: int, n: int) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
+    for k in chunks:
+        f.write(np.ascontiguousarray(part.rows(k, layer), dtype="<f4").data)  # B' x D rows
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def advance(self, task, n: int) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int, done: int):
+    """(bar, task): a rich progress bar on stderr, or a no-op (without importing rich)."""
+    if not enabled:
+        return _NoProgress(), None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    return bar, bar.add_task("extract", total=total, completed=done)
+
+
+# --------------------------------------------------------------------------- the job
+
+def extract(model, paths: Iterable[str | os.PathLike], *, layers: Sequence[str] = ("conv5",), pool: str = "avg",
+            batch_size: int = 64, out: str | os.PathLike, resume: bool = False, device: str | torch.device = "cpu",
+            on_error: Callable[[ImageError], None] | None = None, progress: bool = False,
+            workers: int | None = None) -> ExtractResult:
+    """Features of ``paths`` at ``layers`` of ``model`` (a ``PretextModel``), written to ``out``.
+
+    ``pool``: "avg" / "max" (global pooling, D = C) or "none" (map flattened, D = C*H*W).
+    ``on_error(ImageError)`` is called for each input left out (default: a line on stderr; on a
+    resume, also for those left out by the interrupted run). ``workers``: decode threads
+    (default: the CPU count, at most 4). The model runs in eval mode on ``device`` (it is moved
+    there). Raises ``ZooError`` for bad arguments, a mismatched resume, or no decodable input.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    paths = [os.fspath(p) for p in paths]
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    _check_args(model, paths, layers, pool, batch_size, out)
+    dev = _device(device)
+    report = on_error or warn_skipped
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        with torch.inference_mode():
+            dims = _feature_dims(model, layers, pool, dev)
+            manifest = {"format": 1, "model": model.name, "weights_sha256": _fingerprint(model),
+                        "data_config": model.data_config, "layers": list(layers), "pool": pool,
+                        "batch_size": batch_size, "paths": paths}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            part = _Partial(partial_dir(out), json.loads(json.dumps(manifest)), resume)  # JSON: tuples -> lists
+            chunks = range((len(paths) + batch_size - 1) // batch_size)
+            metas = {k: m for k in chunks if (m := part.read_meta(k)) is not None}  # done by an earlier run
+            for k in sorted(metas):
+                for i, reason in metas[k][1]:
+                    report(ImageError(paths[i], reason))
+            todo = [k for k in chunks if k not in metas]
+            n_computed = sum(min(batch_size, len(paths) - k * batch_size) for k in todo)
+            waited = _compute(model, part, paths, todo, metas, batch_size=batch_size, layers=layers, pool=pool,
+                              device=dev, dims=dims, workers=workers or min(4, os.cpu_count() or 1), report=report,
+                              progress=_progress(progress, len(paths), len(paths) - n_computed))
+    finally:
+        model.train(was_training)
+    kept = [paths[i] for k in chunks for i in metas[k][0]]
+    skipped = [(paths[i], reason) for k in chunks for i, reason in metas[k][1]]
+    if not kept:
+        part.remove()
+        raise ZooError(f"none of the {len(paths)} inputs could be read as an image; nothing written")
+    _finish(out, part, chunks, layers, dims, kept, skipped, {"model": model.name, "pool": pool})
+    return ExtractResult(len(kept), skipped, out, dims, n_computed, time.perf_counter() - t0, waited)
+
+
+def _compute(model, part: _Partial, paths: list[str], todo: list[int], metas: dict[int, tuple], *, batch_size: int,
+             layers: tuple[str, ...], pool: str, device: torch.device, dims: dict[str, int], workers: int,
+             report: Callable[[ImageError], None], progress) -> float:
+    """Decode (in ``workers`` threads), forward and write chunks ``todo``, recording each in
+    ``metas``; returns how long the model loop waited for decoded images."""
+    bar, task = progress
+    cfg = model.data_config
+    jobs = ((k, k * batch_size, paths[k * batch_size:(k + 1) * batch_size], cfg) for k in todo)
+    with bar, ThreadPoolExecutor(workers, thread_name_prefix="sslzoo-decode") as decoders:
+        decoded = _Prefetch(decoders, jobs, depth=workers + 1)
+        for batch in decoded:
+            for _, e in batch.errors:
+                report(e)
+            feats = (_forward(model, batch.x, layers, pool, device) if batch.x is not None
+                     else {l: torch.zeros(0, d) for l, d in dims.items()})  # layer -> B' x D
+            skipped = [(i, e.reason) for i, e in batch.errors]
+            part.write(batch.k, feats, batch.kept, skipped)
+            metas[batch.k] = (batch.kept, skipped)
+            bar.advance(task, len(batch.kept) + len(skipped))
+    return decoded.waited
+
+
+def _finish(out: Path, part: _Partial, chunks: range, layers, dims, kept: list[str],
+            skipped: list[tuple[str, str]], info: dict[str, str]) -> None:
+    """Stream the chunks into ``out`` (atomically), then drop ``OUT.partial/``."""
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):  # left by a run killed while writing OUT
+        tmp.unlink(missing_ok=True)
+    if out.suffix == ".npy":
+        atomic_write_text(paths_file(out), "".join(p + "\n" for p in kept))
+        atomic_write(out, lambda tmp: _fill(tmp, lambda f: _write_npy(f, part, chunks, layers[0], dims[layers[0]], len(kept))))
+    else:
+        metadata = dict(info, paths=json.dumps(kept), layers=json.dumps(list(layers)), skipped=json.dumps(skipped))
+        atomic_write(out, lambda tmp: _fill(tmp, lambda f: _write_safetensors(f, part, chunks, layers, dims, len(kept), metadata)))
+    part.remove()
