@@ -28,7 +28,7 @@ def eval_results(config: dict[str, Any]) -> list[EvalResult]:
             task_type="image-classification", task_name="Linear probe on frozen features",
             dataset_type=probe.get("dataset_id", "fashion_mnist"), dataset_name=probe.get("dataset", "Fashion-MNIST"),
             dataset_split="test", metric_type="accuracy", metric_name=f"top-1 ({layer})",
-            metric_value=round(100 * acc, 2), source_name="sslzoo probe"))
+            metric_value=round(100 * acc, 2)))
     return out
 
 
