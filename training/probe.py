@@ -1,0 +1,670 @@
+"""Linear probe on frozen features (``sslzoo probe``): pooled, cached taps -> one logistic regression per tap.
+
+Protocol (DESIGN.md, "Evaluation protocol"): each tap (conv1..conv5) is average-pooled to the grid
+``probe_grid`` picks (a few thousand dimensions), standardised with the training set's mean/std and
+fed to a multinomial logistic regression, objective ``mean CE + (wd/2) * ||W||^2`` (bias not decayed).
+Two solvers of that objective:
+
+``seed``  the seed's SGD: momentum 0.9, weight decay 5e-4, lr 0.01, batch 192, 30 epochs, lr / 10 at
+          epochs 10 and 20, a seeded shuffle.
+``fast``  full-batch L-BFGS on the cached features: low-rank preconditioner (top principal
+          directions of a row sample), exact line search on the kept logits, start at W = 0 (first
+          step: whitened class means), stop when the gradient norm has dropped 100-fold.
+
+Features are extracted once per (trunk weights, data config, dataset split and limit, layer, grid)
+and cached as safetensors under ``$SSLZOO_CACHE`` (default ``~/.cache/sslzoo/features``), so
+re-probing a model, or a second solver, reuses them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sslzoo import zoo
+from sslzoo.zoo._hub import atomic_write, atomic_write_text
+from sslzoo.zoo._probe_head import TARGET_DIMS, LinearProbe, pool_features, probe_grid
+
+from .augment import to_model_input
+from .data import ImageSet, load_dataset
+
+CACHE_ENV = "SSLZOO_CACHE"
+CACHE_FORMAT = 1  # bump when the cached tensors' meaning changes
+REPORT_FILE = "probe_report.json"
+PLOT_FILE = "probe_plot.png"
+RANDOM_ROW = "random init (same probe)"
+DATASET_NAMES = {"fashion-mnist": ("Fashion-MNIST", "fashion_mnist")}  # spec -> (card name, model-index id)
+
+# Counts of images pushed through a trunk by ``extract_pooled``: lets tests see cache hits.
+STATS = {"extracted_images": 0, "cache_hits": 0}
+
+
+class ProbeError(ValueError):
+    """The probe cannot run (unknown tap or solver, no held-out split); the message says why."""
+
+
+# --------------------------------------------------------------------------- features + cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sslzoo" / "features").expanduser()
+
+
+def trunk_fingerprint(model: zoo.PretextModel) -> str:
+    """sha256 over the trunk's state dict and the data config: what determines the features.
+
+    The trunk, not the model file's sha256: saving probe heads rewrites model.safetensors (new
+    sha256) without changing the features, and random-init models have no file at all.
+    """
+    h = hashlib.sha256(json.dumps(model.data_config, sort_keys=True).encode())
+    for name, t in sorted(model.trunk.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)  # 1-D: 0-d tensors cannot be viewed as bytes
+        h.update(f"{name}:{t.dtype}:{t.numel()}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def layer_grid(model: zoo.PretextModel, layer: str) -> tuple[int, tuple[int, int]]:
+    """(channels, probe grid) of a tap, found by running one blank input."""
+    c, h, w = model.data_config["input_size"]
+    with torch.inference_mode():
+        fmap = model.features(torch.zeros(1, c, h, w), (layer,))[layer]  # 1 x C x H x W
+    return fmap.shape[1], probe_grid(*fmap.shape[1:])
+
+
+def extract_pooled(model: zoo.PretextModel, images_uint8: torch.Tensor, layers: Iterable[str],
+                   batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """uint8 N x C x h x w images -> {layer: N x D float32} features pooled to each tap's probe grid."""
+    shapes = {layer: layer_grid(model, layer) for layer in layers}  # layer -> (channels, grid)
+    n = len(images_uint8)
+    # allocated outside inference mode: callers standardise these in place
+    out = {layer: torch.empty(n, c * g[0] * g[1]) for layer, (c, g) in shapes.items()}
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            x = to_model_input(images_uint8[start:start + batch_size], model.data_config)  # B x C x H x W
+            maps = model.features(x, tuple(shapes))  # layer -> B x C x H x W
+            for layer, (_, grid) in shapes.items():
+                out[layer][start:start + len(x)] = pool_features(maps[layer], grid)  # B x D
+    STATS["extracted_images"] += n
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "data"
+
+
+def _cache_file(cache_dir: Path, fingerprint: str, data_name: str, layer: str, grid: tuple[int, int]) -> Path:
+    # data_name is the ImageSet's name, e.g. "fashion-mnist/train[:2000]": dataset, split and limit
+    digest = hashlib.sha256(data_name.encode()).hexdigest()[:10]
+    return (cache_dir / f"v{CACHE_FORMAT}-{fingerprint[:24]}" / f"{_slug(data_name)}-{digest}"
+            / f"{layer}-{grid[0]}x{grid[1]}.safetensors")
+
+
+def cached_features(model: zoo.PretextModel, data: ImageSet, layers: Iterable[str], *,
+                    cache_dir: str | Path | None = None, batch_size: int = 256,
+                    fingerprint: str | None = None) -> dict[str, torch.Tensor]:
+    """``extract_pooled`` through the on-disk cache: only missing taps run through the trunk."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    fingerprint = fingerprint or trunk_fingerprint(model)
+    grids = {layer: layer_grid(model, layer)[1] for layer in layers}
+    out, missing = {}, []
+    for layer, grid in grids.items():
+        path = _cache_file(cache_dir, fingerprint, data.name, layer, grid)
+        feats = _read_cached(path, len(data))
+        if feats is None:
+            missing.append(layer)
+        else:
+            out[layer] = feats
+            STATS["cache_hits"] += 1
+    if missing:
+        fresh = extract_pooled(model, data.images, missing, batch_size)
+        for layer in missing:
+            path = _cache_file(cache_dir, fingerprint, data.name, layer, grids[layer])
+            meta = {"model": model.name, "data": data.name, "layer": layer, "grid": json.dumps(grids[layer])}
+            try:
+                atomic_write(path, lambda tmp, t=fresh[layer]: save_file({"features": t}, tmp, metadata=meta))
+            except OSError as e:  # a read-only or full cache must not stop the probe
+                print(f"warning: cannot cache features in {path.parent} ({e})", file=sys.stderr)
+        out.update(fresh)
+    return {layer: out[layer] for layer in grids}
+
+
+def _read_cached(path: Path, n: int) -> torch.Tensor | None:
+    """Cached N x D features, or None when absent or unusable (then they are recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        feats = load_file(path)["features"]
+    except (SafetensorError, OSError, KeyError):
+        return None  # corrupt or foreign file: extract again and overwrite it
+    return feats if feats.dim() == 2 and len(feats) == n else None
+
+
+# --------------------------------------------------------------------------- standardisation + objective
+
+STD_FLOOR = 1e-2  # std clamped to >= STD_FLOOR * (mean std): dead units must not blow up test features
+
+
+def standardiser(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train-set mean and std (D each) of N x D features; std clamped away from 0."""
+    mean = train.mean(0)
+    std = train.std(0)
+    floor = max(STD_FLOOR * std.mean().item(), 1e-8)
+    return mean, std.clamp_min(floor)
+
+
+def standardise_(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """In place ``(x - mean) / std``: the arithmetic ``LinearProbe.forward`` does, to the same bits."""
+    return x.sub_(mean).div_(std)
+
+
+def objective(z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+              weight_decay: float) -> float:
+    """Mean cross-entropy of ``z @ W^T + b`` plus ``(wd / 2) * ||W||^2`` (the bias is not decayed)."""
+    logits = torch.addmm(bias, z, weight.T)  # N x K
+    return F.cross_entropy(logits, y).item() + 0.5 * weight_decay * weight.pow(2).sum().item()
+
+
+@dataclass
+class Fit:
+    """A fitted multinomial logistic regression and how it was obtained."""
+    weight: torch.Tensor  # K x D
+    bias: torch.Tensor  # K
+    solver: str
+    objective: float  # on the training features, the same formula for both solvers
+    seconds: float  # wall clock
+    cpu_seconds: float  # this process's CPU time: the fair measure on a machine shared with other jobs
+    iterations: int  # L-BFGS iterations or SGD epochs
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- solver (a): the seed's SGD
+
+@dataclass(frozen=True)
+class SGDProtocol:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 192
+    epochs: int = 30
+    milestones: tuple[int, ...] = (10, 20)  # lr / 10 at each
+    seed: int = 0
+
+
+def fit_sgd(z: torch.Tensor, y: torch.Tensor, num_classes: int, p: SGDProtocol = SGDProtocol()) -> Fit:
+    """The seed's protocol: a plain PyTorch loop (nn.Linear, torch.optim.SGD, MultiStepLR) over
+    in-memory standardised features z (N x D), reshuffled each epoch by a seeded generator."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    n, d = z.shape
+    gen = torch.Generator().manual_seed(p.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(p.seed)
+        linear = torch.nn.Linear(d, num_classes)  # PyTorch's default init, reproducible
+    opt = torch.optim.SGD([{"params": [linear.weight], "weight_decay": p.weight_decay},
+                           {"params": [linear.bias], "weight_decay": 0.0}], lr=p.lr, momentum=p.momentum)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(p.milestones), gamma=0.1)
+    for _ in range(p.epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, p.batch_size):
+            idx = order[i:i + p.batch_size]
+            loss = F.cross_entropy(linear(z[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    w, b = linear.weight.detach(), linear.bias.detach()
+    return Fit(w, b, "seed", objective(z, y, w, b, p.weight_decay), seconds, cpu, p.epochs)
+
+
+# --------------------------------------------------------------------------- solver (b): fast L-BFGS
+
+
+@dataclass(frozen=True)
+class LBFGSConfig:
+    weight_decay: float = 5e-4
+    tol: float = 1e-2  # stop when ||grad|| <= tol * ||grad at the start|| (two orders of magnitude)
+    max_iter: int = 100
+    history: int = 10  # curvature pairs kept
+    rank: int = 256  # top principal directions in the preconditioner
+    sample: int = 2048  # training rows the preconditioner is estimated from
+    seed: int = 0
+
+
+class _Preconditioner:
+    """Approximate inverse second moment of [z, 1], applied to K x (D + 1) matrices [W | b].
+
+    On W: ``M^-1 = I / c + V diag(1/(ev + c) - 1/c) V^T``, with V (D x r) and ev the top principal
+    directions and variances of a row sample (randomized subspace iteration) and c the r-th variance
+    plus a floor (the tail is treated as flat). On b: 1 (the constant feature's second moment).
+    Standardised CNN features are strongly correlated (top variance ~10^3 against a weight decay of
+    5e-4): that is what makes plain L-BFGS crawl, and removing the top directions' scale fixes most of it.
+    """
+
+    def __init__(self, z: torch.Tensor, rank: int, sample: int, gen: torch.Generator, floor: float):
+        n, d = z.shape
+        rows = z[torch.randperm(n, generator=gen)[:min(n, sample)]]  # m x D
+        rank = max(1, min(rank, d, len(rows)) - 1)
+        width = min(d, rank + 10)  # oversampling
+        q = torch.randn(d, width, generator=gen)
+        for _ in range(2):  # one range-finding pass, one power iteration
+            q = torch.linalg.qr(rows.T @ (rows @ q)).Q  # D x width
+        _, s, vh = torch.linalg.svd(rows @ q, full_matrices=False)
+        ev = s[:rank].pow(2) / len(rows)
+        self.v = q @ vh[:rank].T  # D x r
+        self.c = ev[-1].item() + floor  # floor: ~ where the weight decay dominates the curvature
+        self.scale = (ev + self.c).reciprocal() - 1.0 / self.c  # r
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        w = a[:, :-1]  # K x D
+        return torch.cat([w / self.c + ((w @ self.v) * self.scale) @ self.v.T, a[:, -1:]], dim=1)
+
+
+def _line_search(logits: torch.Tensor, u: torch.Tensor, onehot: torch.Tensor, wd_dot: float, wd_dd: float,
+                 max_iter: int = 30) -> float:
+    """argmin_a  mean CE(logits + a u) + wd/2 ||W + a dW||^2 on N x K logits (no pass over the features).
+
+    The 1-D function is convex: safeguarded Newton inside a bracket [lo, hi] on its derivative.
+    ``wd_dot`` = wd * <W, dW>, ``wd_dd`` = wd * <dW, dW>.
+    """
+    def derivatives(a: float) -> tuple[float, float]:
+        p = torch.softmax(logits + a * u, dim=1)  # N x K
+        pu = (p * u).sum(1)  # N
+        d1 = (pu - (onehot * u).sum(1)).mean().item() + wd_dot + a * wd_dd
+        d2 = ((p * u * u).sum(1) - pu * pu).mean().item() + wd_dd
+        return d1, d2
+
+    g0, _ = derivatives(0.0)
+    if g0 >= 0:
+        return 0.0  # not a descent direction (should not happen)
+    lo, hi, a = 0.0, math.inf, 1.0
+    for _ in range(max_iter):
+        d1, d2 = derivatives(a)
+        if abs(d1) <= 1e-4 * abs(g0):
+            break
+        if d1 < 0:
+            lo = a
+        else:
+            hi = a
+        newton = a - d1 / d2 if d2 > 0 else math.inf
+        a = newton if lo < newton < hi else (2 * lo if math.isinf(hi) else 0.5 * (lo + hi))
+    return a
+
+
+def _two_loop(g: torch.Tensor, history: list, precond: _Preconditioner) -> torch.Tensor:
+    """L-BFGS direction -H g from curvature pairs (s, y, 1/<s,y>), initial H = gamma * precond."""
+    q = g.clone()
+    alphas = []
+    for s, y, rho in reversed(history):
+        alphas.append(rho * (s * q).sum())
+        q.sub_(y, alpha=alphas[-1].item())
+    if history:
+        s, y, rho = history[-1]
+        gamma = (1.0 / rho) / (y * precond(y)).sum().item()
+    else:
+        gamma = 1.0
+    r = precond(q).mul_(gamma)
+    for (s, y, rho), a in zip(history, reversed(alphas)):
+        r.add_(s, alpha=(a - rho * (y * r).sum()).item())
+    return r.neg_()
+
+
+_ONEDNN_LINEAR = [hasattr(torch.ops, "mkldnn") and torch.backends.mkldnn.is_available()]
+
+
+def _linear(z: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """z @ w^T + b (N x K) for the solver. oneDNN's linear kernel where PyTorch has it: for K ~ 10
+    columns it runs 2-3x faster than MKL's sgemm (measured on AVX-512); torch.addmm otherwise."""
+    if _ONEDNN_LINEAR[0]:
+        try:
+            return torch.ops.mkldnn._linear_pointwise(z, w.contiguous(), b.contiguous(), "none", [], "")
+        except (RuntimeError, AttributeError, NotImplementedError):
+            _ONEDNN_LINEAR[0] = False  # not in this build: use the portable kernel from now on
+    return torch.addmm(b, z, w.T)
+
+
+def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConfig = LBFGSConfig()) -> Fit:
+    """Full-batch L-BFGS on z (N x D standardised features) for the objective of ``objective``.
+
+    Parameters are one K x (D + 1) matrix theta = [W | b]. Per iteration exactly two passes over z,
+    each a single matmul for all classes: ``z @ dW^T`` for the new direction and
+    ``(softmax - onehot)^T @ z`` for the gradient. The N x K logits are kept up to date, so the line
+    search along the direction is exact and costs no pass over z. Start: W = 0, b = log class priors
+    (the optimum at W = 0), so the first step is along the preconditioned (whitened) class means.
+    """
+    start, cpu_start = time.perf_counter(), time.process_time()
+    n, d = z.shape
+    wd = cfg.weight_decay
+    onehot = F.one_hot(y, num_classes).to(z.dtype)  # N x K
+    precond = _Preconditioner(z, cfg.rank, cfg.sample, torch.Generator().manual_seed(cfg.seed),
+                              floor=4 * wd)  # logistic curvature <= 1/4: below 4 wd the decay dominates
+    t_precond = time.perf_counter() - start
+
+    theta = torch.zeros(num_classes, d + 1)  # [W | b]
+    theta[:, d] = torch.log(onehot.mean(0).clamp_min(1e-12))
+    logits = theta[:, d].expand(n, num_classes).clone()  # N x K, always z @ W^T + b
+
+    def gradient() -> torch.Tensor:
+        r = torch.softmax(logits, dim=1).sub_(onehot).div_(n)  # N x K
+        gw = torch.mm(r.T, z).add_(theta[:, :d], alpha=wd)  # K x D
+        return torch.cat([gw, r.sum(0)[:, None]], dim=1)  # K x (D + 1)
+
+    g = gradient()
+    g0 = gnorm = g.norm().item()
+    history: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / <s, y>)
+    it = 0
+    while it < cfg.max_iter and gnorm > cfg.tol * g0:
+        direction = _two_loop(g, history, precond)  # K x (D + 1)
+        dw = direction[:, :d]
+        u = _linear(z, dw, direction[:, d])  # N x K: change of the logits per unit step
+        step = _line_search(logits, u, onehot, wd * (theta[:, :d] * dw).sum().item(), wd * dw.pow(2).sum().item())
+        if step == 0.0:
+            break
+        theta.add_(direction, alpha=step)
+        logits.add_(u, alpha=step)
+        new_g = gradient()
+        s, yy = direction.mul_(step), new_g - g
+        sy = (s * yy).sum().item()
+        if sy > 1e-12:  # always, for this strictly convex objective and an exact line search
+            history = (history + [(s, yy, 1.0 / sy)])[-cfg.history:]
+        g, gnorm = new_g, new_g.norm().item()
+        it += 1
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start  # objective below: not timed
+    w, b = theta[:, :d].contiguous(), theta[:, d].contiguous()
+    info = {"grad_norm_rel": gnorm / g0, "preconditioner_s": round(t_precond, 3), "rank": precond.v.shape[1]}
+    return Fit(w, b, "fast", objective(z, y, w, b, wd), seconds, cpu, it, info)
+
+
+def fit(solver: str, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0) -> Fit:
+    """Fit one tap with the named solver ("fast" or "seed") under the protocol's settings."""
+    if solver == "fast":
+        return fit_lbfgs(z, y, num_classes, LBFGSConfig(seed=seed))
+    if solver == "seed":
+        return fit_sgd(z, y, num_classes, SGDProtocol(seed=seed))
+    raise ProbeError(f"unknown solver {solver!r}: use fast, seed or both")
+
+
+# --------------------------------------------------------------------------- heads + evaluation
+
+
+def make_head(fitted: Fit, mean: torch.Tensor, std: torch.Tensor, channels: int, grid: tuple[int, int],
+              storage_dtype: torch.dtype = torch.float32) -> LinearProbe:
+    """The zoo's LinearProbe carrying a fit. ``storage_dtype``: round the weights the way the model
+    file stores them (save_pretrained keeps 2-D weights in float16), so the accuracy measured with
+    this head is the accuracy of the head a user loads."""
+    head = LinearProbe(channels, grid, len(fitted.bias))
+    with torch.no_grad():
+        head.mean.copy_(mean)
+        head.std.copy_(std)
+        head.linear.weight.copy_(fitted.weight.to(storage_dtype).float())
+        head.linear.bias.copy_(fitted.bias)
+    return head.eval()
+
+
+def head_accuracy(head: LinearProbe, pooled: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 of a head on raw pooled features (N x D), batch by batch with LinearProbe's own
+    arithmetic, so ``model.classify`` on the same images gives the same predictions."""
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(pooled), batch_size):
+            logits = head.linear((pooled[i:i + batch_size] - head.mean) / head.std)  # B x K
+            correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
+    return correct / max(1, len(labels))
+
+
+@dataclass
+class LayerResult:
+    channels: int
+    grid: tuple[int, int]
+    dims: int
+    fits: dict[str, Fit]
+    accuracy: dict[str, float]  # solver -> test top-1
+    head: LinearProbe | None = None  # the primary solver's head
+
+
+def probe_layers(model: zoo.PretextModel, train: ImageSet, test: ImageSet, layers: Iterable[str],
+                 solvers: Iterable[str], *, primary: str, cache_dir: Path | None, batch_size: int = 256,
+                 seed: int = 0, storage_dtype: torch.dtype = torch.float32,
+                 log: Callable[[str], None] = lambda s: None) -> tuple[dict[str, LayerResult], float]:
+    """Features (cached) -> standardise -> each solver per tap -> test top-1. Returns the results and
+    the seconds spent getting the features."""
+    layers, solvers = tuple(layers), tuple(solvers)
+    start = time.perf_counter()
+    fingerprint = trunk_fingerprint(model)
+    log(f"{model.name}: features of {train.name} and {test.name} (cache {cache_dir or default_cache_dir()}, "
+        f"trunk {fingerprint[:12]})")
+    xs_train = cached_features(model, train, layers, cache_dir=cache_dir, batch_size=batch_size, fingerprint=fingerprint)
+    xs_test = cached_features(model, test, layers, cache_dir=cache_dir, batch_size=batch_size, fingerprint=fingerprint)
+    feature_s = time.perf_counter() - start
+    log(f"{model.name}: features ready in {feature_s:.1f} s")
+    num_classes = len(train.classes)
+    out = {}
+    for layer in layers:
+        x_train, x_test = xs_train.pop(layer), xs_test.pop(layer)  # N x D, M x D (freed layer by layer)
+        channels, grid = layer_grid(model, layer)
+        mean, std = standardiser(x_train)
+        z = standardise_(x_train, mean, std)  # in place: the raw train features are not needed again
+        res = LayerResult(channels, grid, z.shape[1], {}, {})
+        for solver in solvers:
+            fitted = fit(solver, z, train.labels, num_classes, seed)
+            head = make_head(fitted, mean, std, channels, grid, storage_dtype)
+            res.fits[solver] = fitted
+            res.accuracy[solver] = head_accuracy(head, x_test, test.labels, batch_size)
+            if solver == primary:
+                res.head = head
+            log(f"{model.name} {layer} ({z.shape[1]} dims) {solver}: top-1 {100 * res.accuracy[solver]:.2f} %, "
+                f"{fitted.seconds:.2f} s, objective {fitted.objective:.4f}")
+        out[layer] = res
+        del x_train, x_test, z
+    return out, feature_s
+
+
+# --------------------------------------------------------------------------- report, plot, run_probe
+
+
+def protocol_text(solver: str, grids: dict[str, tuple[int, int]], dims: dict[str, int], n_train: int,
+                  n_test: int, dataset: str, random_seed: int | None) -> str:
+    """The exact protocol, as printed in the report and the model card."""
+    sgd = SGDProtocol()
+    lbfgs = LBFGSConfig()
+    how = {
+        "fast": (f"full-batch L-BFGS (history {lbfgs.history}, rank-{lbfgs.rank} preconditioner, exact line search) "
+                 f"stopped at ||grad|| <= {lbfgs.tol:g} x its initial value"),
+        "seed": (f"SGD (momentum {sgd.momentum}, weight decay 5e-4, lr {sgd.lr}, batch {sgd.batch_size}, "
+                 f"{sgd.epochs} epochs, lr / 10 at epochs {' and '.join(map(str, sgd.milestones))})"),
+    }
+    solvers = ["fast", "seed"] if solver == "both" else [solver]
+    taps = ", ".join(f"{k} {g[0]}x{g[1]} ({dims[k]})" for k, g in grids.items())
+    text = (f"Frozen features, one classifier per tap. Each tap is average-pooled to a grid of at most "
+            f"{TARGET_DIMS} dimensions ({taps}), standardised with the training set's mean and std, and fed to a "
+            f"multinomial logistic regression minimising mean cross-entropy + (5e-4 / 2) ||W||^2 (bias not "
+            f"decayed), fitted by {' and, for comparison, '.join(how[s] for s in solvers)} on {n_train} "
+            f"{dataset} training images. Top-1 on {n_test} test images.")
+    if random_seed is not None:
+        text += (f" Random-init row: the same architecture randomly initialised (torch seed {random_seed}) "
+                 "through the same probe.")
+    return text
+
+
+def probe_command(name: str, *, dataset: str, layers: list[str] | None, solver: str, train_limit: int | None,
+                  test_limit: int | None, random_baseline: bool, save_heads: bool) -> str:
+    """The ``sslzoo probe`` command line that reproduces a run (paths to local outputs left out)."""
+    parts = ["sslzoo", "probe", str(name)]
+    if dataset != "fashion-mnist":
+        parts += ["--dataset", dataset]
+    for layer in layers or ():
+        parts += ["--layer", layer]
+    if solver != "fast":
+        parts += ["--solver", solver]
+    if train_limit is not None:
+        parts += ["--train-limit", str(train_limit)]
+    if test_limit is not None:
+        parts += ["--test-limit", str(test_limit)]
+    if not random_baseline:
+        parts.append("--no-random")
+    if not save_heads:
+        parts.append("--no-save-heads")
+    return " ".join(parts)
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """Accuracy per tap: the model (each solver) and the random-init row; written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    xs = range(len(layers))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for solver, accs in report["results"]["model"].items():
+        style = "-o" if solver == report["primary_solver"] else "--s"
+        ax.plot(xs, [100 * accs[k]["top1"] for k in layers], style, label=f"{report['model']} ({solver})")
+    for solver, accs in (report["results"].get("random") or {}).items():
+        ax.plot(xs, [100 * accs[k]["top1"] for k in layers], ":^", color="gray", label=f"random init ({solver})")
+    ax.set_xticks(list(xs), layers)
+    ax.set_xlabel("tap (frozen features)")
+    ax.set_ylabel(f"{report['dataset_name']} test top-1 (%)")
+    ax.set_title(f"Linear probe: {report['model']} ({report['train_images']} train / {report['test_images']} test)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _results_json(results: dict[str, LayerResult]) -> dict[str, dict[str, dict]]:
+    """{solver: {layer: {top1, objective, seconds, iterations, ...}}}"""
+    out: dict[str, dict[str, dict]] = {}
+    for layer, res in results.items():
+        for solver, fitted in res.fits.items():
+            out.setdefault(solver, {})[layer] = {
+                "top1": res.accuracy[solver], "objective": fitted.objective, "seconds": round(fitted.seconds, 3),
+                "cpu_seconds": round(fitted.cpu_seconds, 3),
+                "iterations": fitted.iterations, **fitted.info}
+    return out
+
+
+def _default_out_dir(name: str | Path, model: zoo.PretextModel) -> Path:
+    """A local model directory the user named, when writable; else ./probe-<name> (never the
+    package's shipped weights or the Hugging Face cache)."""
+    path = Path(str(name)).expanduser()
+    if path.is_dir() and os.access(path, os.W_OK):
+        return path
+    return Path.cwd() / f"probe-{_slug(model.name)}"
+
+
+def _with_heads(model: zoo.PretextModel, heads: dict[str, LinearProbe], probe_cfg: dict) -> zoo.PretextModel:
+    """The same model with ``config["probe"] = probe_cfg`` and exactly these probe heads."""
+    new = zoo.PretextModel(dict(model.config, probe=probe_cfg))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("probes.")}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("probes.") for k in missing):
+        raise RuntimeError(f"rebuilding {model.name} with probe heads lost weights: {missing} {unexpected}")
+    for layer, head in heads.items():
+        new.probes[layer].load_state_dict(head.state_dict())
+    return new.eval()
+
+
+def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", layers: Iterable[str] | None = None,
+              solver: str = "fast", train_limit: int | None = None, test_limit: int | None = None,
+              random_baseline: bool = True, save_heads: bool = True, out_dir: str | Path | None = None,
+              data_root: str | Path | None = None, cache_dir: str | Path | None = None, seed: int = 0,
+              batch_size: int = 256, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Probe a model (zoo name, local directory or hf-hub:...) tap by tap; write the report and plot.
+
+    Writes ``probe_report.json`` and ``probe_plot.png`` into ``out_dir`` (default: the model
+    directory when it is a local writable directory, else ./probe-<name>); with ``save_heads`` the
+    primary solver's heads go into the model and the model (Hub layout, re-rendered card) is saved
+    there too. Returns the report dict.
+    """
+    if solver not in ("fast", "seed", "both"):
+        raise ProbeError(f"unknown solver {solver!r}: use fast, seed or both")
+    t_start = time.perf_counter()
+    model = zoo.load(model_dir_or_name)
+    requested = list(layers) if layers else None
+    layers = tuple(requested or model.layers)
+    unknown = [k for k in layers if k not in model.layers]
+    if unknown:
+        raise ProbeError(f"{model.name} has no tap(s) {', '.join(unknown)}; its taps are {', '.join(model.layers)}")
+    out_dir = Path(out_dir).expanduser() if out_dir else _default_out_dir(model_dir_or_name, model)
+
+    train = load_dataset(dataset, "train", root=data_root, data_config=model.data_config).subset(train_limit)
+    test = load_dataset(dataset, "test", root=data_root, data_config=model.data_config).subset(test_limit)
+    if train.name == test.name:
+        raise ProbeError(f"{dataset}: no held-out split (imagefolder:PATH needs PATH/train and PATH/test)")
+    dataset_name, dataset_id = DATASET_NAMES.get(dataset, (dataset, _slug(dataset.split(":")[0])))
+    solvers = ("fast", "seed") if solver == "both" else (solver,)
+    primary = "seed" if solver == "seed" else "fast"
+    weights_dtype = (model.config.get("weights") or {}).get("dtype", "float16")
+    storage = torch.float16 if weights_dtype == "float16" else torch.float32
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+    common = dict(primary=primary, cache_dir=cache, batch_size=batch_size, seed=seed, storage_dtype=storage, log=log)
+
+    results, feature_s = probe_layers(model, train, test, layers, solvers, **common)
+    random_results, random_feature_s = None, 0.0
+    if random_baseline:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            random_model = zoo.load(model_dir_or_name, pretrained=False)
+        random_model.config["name"] = f"{model.name} (random init)"
+        random_results, random_feature_s = probe_layers(random_model, train, test, layers, solvers, **common)
+
+    grids = {k: results[k].grid for k in layers}
+    dims = {k: results[k].dims for k in layers}
+    command = probe_command(model_dir_or_name, dataset=dataset, layers=requested, solver=solver,
+                            train_limit=train_limit, test_limit=test_limit, random_baseline=random_baseline,
+                            save_heads=save_heads)
+    accuracy = {k: results[k].accuracy[primary] for k in layers}
+    random_accuracy = {k: random_results[k].accuracy[primary] for k in layers} if random_results else None
+    report = {
+        "model": model.name, "model_source": str(model_dir_or_name), "dataset": dataset,
+        "dataset_name": dataset_name, "dataset_id": dataset_id, "classes": list(train.classes),
+        "train_images": len(train), "test_images": len(test), "layers": list(layers),
+        "solver": solver, "primary_solver": primary, "channels": {k: results[k].channels for k in layers},
+        "grids": {k: list(g) for k, g in grids.items()}, "feature_dims": dims,
+        "accuracy": accuracy, "random_accuracy": random_accuracy,
+        "results": {"model": _results_json(results), "random": _results_json(random_results) if random_results else None},
+        "timings": {"features_s": round(feature_s, 3), "random_features_s": round(random_feature_s, 3),
+                    "fit_s": {s: round(sum(results[k].fits[s].seconds for k in layers), 3) for s in solvers}},
+        "protocol": protocol_text(solver, grids, dims, len(train), len(test), dataset_name,
+                                  seed if random_baseline else None),
+        "command": command, "seed": seed, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if solver == "both":
+        diffs = [abs(results[k].accuracy["fast"] - results[k].accuracy["seed"]) for k in layers]
+        report["agreement"] = {"max_abs_diff_pt": round(100 * max(diffs), 3),
+                               "speedup": round(report["timings"]["fit_s"]["seed"] / report["timings"]["fit_s"]["fast"], 2)}
+
+    if save_heads:
+        probe_cfg = {
+            "classes": list(train.classes), "dataset": dataset_name, "dataset_id": dataset_id,
+            "heads": {k: {"channels": results[k].channels, "grid": list(grids[k])} for k in layers},
+            "accuracy": accuracy, "baselines": {RANDOM_ROW: random_accuracy} if random_accuracy else {},
+            "protocol": report["protocol"], "command": command, "solver": primary,
+            "train_images": len(train), "test_images": len(test),
+        }
+        with_heads = _with_heads(model, {k: results[k].head for k in layers}, probe_cfg)
+        zoo.save_pretrained(with_heads, out_dir, half=storage == torch.float16)
+        report["saved_model_dir"] = str(out_dir)
+    report["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
+    report["report_path"] = str(out_dir / REPORT_FILE)
+    report["plot_path"] = str(out_dir / PLOT_FILE)
+    plot_report(report, out_dir / PLOT_FILE)
+    atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    return report
