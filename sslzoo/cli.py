@@ -32,7 +32,7 @@ def list_(pattern: str = typer.Argument("*", help="glob over names"),
 
 
 @app.command()
-def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-hub:ORG/NAME[@REV]"),
+def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-hub:ORG/NAME\\[@REV]"),
          as_json: bool = typer.Option(False, "--json", help="print config.json")):
     """Show a model's configuration, data config, provenance and probe results."""
     from sslzoo import zoo
@@ -84,7 +84,12 @@ def train(
         run(cfg, resume=resume, log=out.print)
 
 
-from ._cli_extract import extract; app.command()(extract)  # noqa: E402,E702
+# Commands with their own modules (each keeps its heavy imports inside the command).
+from ._cli_extract import extract  # noqa: E402
+from ._cli_probe import probe  # noqa: E402
+
+app.command()(extract)
+app.command()(probe)
 
 
 def main():  # python -m sslzoo
