@@ -84,6 +84,14 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and "avx512_bf16" in _cpu_flags()
 
 
+def _machine(device: torch.device) -> str:
+    """e.g. 'AMD EPYC, 2 CPU threads' or 'NVIDIA H100 80GB HBM3'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    names = [ln.split(":", 1)[1].strip() for ln in _cpu_flags().splitlines() if ln.startswith("model name")]
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
+
+
 def _cpu_flags() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
@@ -186,7 +194,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     torch.manual_seed(cfg.seed)
     model = zoo.create(cfg.model).to(device)
     data_config = model.data_config
-    pretext = get_pretext(model.pretext)
+    pretext = get_pretext(model.pretext, model)
     train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
     bf16 = _use_bf16(cfg, device)
     if device.type == "cuda":
@@ -277,8 +285,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
         "steps": total,
         "epochs": cfg.epochs,
         "seconds": round(elapsed, 1),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
-                   f"{'cuda ' + torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}".strip(),
+        "machine": _machine(device),
         "torch": torch.__version__,
         "precision": "bf16 autocast" if bf16 else "fp32",
         "pretext_accuracy": {"split": test_set.name, "value": round(acc, 4)},

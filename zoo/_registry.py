@@ -73,13 +73,32 @@ def lookup(name: str) -> tuple[Entry, Weights]:
     return entry, entry.weights[tag]
 
 
+def _alexnet(pretext: str, in_chans: int, data_config: dict, **pretext_args) -> dict[str, Any]:
+    return {"architecture": "alexnet", "arch_args": {"in_chans": in_chans}, "pretext": pretext,
+            "pretext_args": pretext_args, "data_config": data_config}
+
+
 def _alexnet_rotation(in_chans: int, data_config: dict, hidden: int) -> dict[str, Any]:
-    return {"architecture": "alexnet", "arch_args": {"in_chans": in_chans}, "pretext": "rotation",
-            "pretext_args": {"hidden": hidden}, "data_config": data_config}
+    return _alexnet("rotation", in_chans, data_config, hidden=hidden)
 
 
 register(
     "rotation-alexnet",
     Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet_rotation(1, FMNIST_64, 512),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1803.07728"}),
+)
+# The patch pretexts train on 64-px tiles cut from a 3x3 grid of 76-px cells (zoo/pretexts/patches.py
+# says why); the trunk's feature/probe input stays the whole 64-px image, as for rotation-alexnet.
+register(
+    "jigsaw-alexnet",
+    Weights("fmnist", "package:jigsaw-alexnet.fmnist",
+            _alexnet("jigsaw", 1, FMNIST_64, num_permutations=1000, permutation_seed=0, tile_hidden=512, hidden=512,
+                     cell=76, tile=64),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1603.09246"}),
+)
+register(
+    "relative-patch-alexnet",
+    Weights("fmnist", "package:relative-patch-alexnet.fmnist",
+            _alexnet("relative-patch", 1, FMNIST_64, hidden=512, cell=76, tile=64),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1505.05192"}),
 )

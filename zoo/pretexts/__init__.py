@@ -10,11 +10,13 @@ from typing import Callable
 
 from torch import nn
 
-from . import rotation
+from . import jigsaw, relpatch, rotation
 
 # pretext name -> builder(num_features: int, **pretext_args) -> head module
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "rotation": rotation.RotationHead,
+    "jigsaw": jigsaw.JigsawHead,
+    "relative-patch": relpatch.RelativePatchHead,
 }
 
 

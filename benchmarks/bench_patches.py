@@ -1,0 +1,121 @@
+"""Patch pretexts: batch construction images/s, batched tensor ops vs per-sample PIL (target >= 20x).
+
+Both sides start from the same uint8 28x28 Fashion-MNIST images and end with the pretext's
+(inputs, targets) tensors, built the same way:
+  tensor: the loop's ``to_model_input`` (resize to 64, normalise) + the plug-in's ``make_batch``
+          (one interpolate to the 228-px grid, unfold-view gather of every tile, per-tile
+          normalisation, all batched);
+  PIL:    the authors' loaders, image by image: PIL resize to the 228-px grid, crop each tile at
+          its jittered offset, per-tile normalisation in numpy, shuffle (jigsaw) or pick the
+          neighbour (relative patch), stack. It resizes once (28 -> 228), a little less work
+          than the tensor path's 28 -> 64 -> 228.
+Timed in the same run, alternating, best of --repeats. Small tensor ops are erratic when the
+machine is busy, so it runs with --threads 1 by default (the same for both sides).
+
+    python benchmarks/bench_patches.py [--batch-size 128] [--repeats 7] [--threads 1] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sslzoo import zoo
+from sslzoo.training.augment import to_model_input
+from sslzoo.training.data import load_fashion_mnist
+from sslzoo.training.pretexts import get_pretext
+from sslzoo.zoo.pretexts import relpatch
+from sslzoo.zoo.pretexts.patches import CELL, TILE
+
+
+def _pil_tile(grid: Image.Image, cell: int, rng: np.random.Generator) -> np.ndarray:
+    """One jittered tile of grid cell ``cell``, normalised per channel in numpy: C x t x t float32."""
+    r, c = divmod(cell, 3)
+    dy, dx = rng.integers(0, CELL - TILE + 1, 2)
+    top, left = r * CELL + dy, c * CELL + dx
+    arr = np.asarray(grid.crop((left, top, left + TILE, top + TILE)), dtype=np.float32) / 255
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean, std = arr.mean(axis=(1, 2), keepdims=True), arr.std(axis=(1, 2), keepdims=True)
+    std[std == 0] = 1
+    return (arr - mean) / std
+
+
+def pil_jigsaw(images: np.ndarray, perms: np.ndarray, rng: np.random.Generator):
+    """Per-sample jigsaw batch: images N x 28 x 28 uint8 -> (N x 9 x 1 x t x t, N)."""
+    xs, ys = [], []
+    for img in images:
+        grid = Image.fromarray(img).resize((3 * CELL, 3 * CELL), Image.Resampling.BILINEAR)
+        tiles = [_pil_tile(grid, k, rng) for k in range(9)]
+        index = int(rng.integers(len(perms)))
+        xs.append(np.stack([tiles[k] for k in perms[index]]))  # position i shows cell perm[i]
+        ys.append(index)
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
+
+
+def pil_relpatch(images: np.ndarray, rng: np.random.Generator):
+    """Per-sample relative-patch batch: images N x 28 x 28 uint8 -> (N x 2 x 1 x t x t, N)."""
+    xs, ys = [], []
+    for img in images:
+        grid = Image.fromarray(img).resize((3 * CELL, 3 * CELL), Image.Resampling.BILINEAR)
+        pos = int(rng.integers(8))
+        xs.append(np.stack([_pil_tile(grid, relpatch.CENTRE, rng), _pil_tile(grid, relpatch.NEIGHBOURS[pos], rng)]))
+        ys.append(pos)
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    images = load_fashion_mnist("train").images[:args.batch_size]  # B x 1 x 28 x 28 uint8
+    images_dev, images_np = images.to(device), images[:, 0].numpy()
+    print(f"device {device}, {torch.get_num_threads()} torch thread(s), batch {args.batch_size} Fashion-MNIST images, "
+          f"tiles {TILE} px in {CELL}-px cells, best of {args.repeats}")
+    print(f"{'':16s}{'tensor ms':>11s}{'img/s':>10s}{'PIL ms':>10s}{'img/s':>9s}{'ratio':>8s}")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for name in ("jigsaw-alexnet", "relative-patch-alexnet"):
+        model = zoo.create(name)
+        pretext = get_pretext(model.pretext, model)
+        perms = model.head.permutations.numpy() if model.pretext == "jigsaw" else None
+        rng = np.random.default_rng(0)
+
+        def tensor_batch(step):
+            x = to_model_input(images_dev, model.data_config)
+            return pretext.make_batch(x, torch.Generator().manual_seed(step))
+
+        def pil_batch(step):
+            return pil_jigsaw(images_np, perms, rng) if perms is not None else pil_relpatch(images_np, rng)
+
+        t_shape, p_shape = tensor_batch(0)[0].shape, pil_batch(0)[0].shape  # warm-up
+        assert t_shape == p_shape, (t_shape, p_shape)
+        tensor_s, pil_s = [], []
+        for step in range(args.repeats):  # alternate, so both see the same machine load
+            sync(); t0 = time.perf_counter()
+            tensor_batch(step)
+            sync(); t1 = time.perf_counter()
+            pil_batch(step)
+            t2 = time.perf_counter()
+            tensor_s.append(t1 - t0)
+            pil_s.append(t2 - t1)
+        t, p = min(tensor_s), min(pil_s)
+        b = args.batch_size
+        print(f"{model.pretext:16s}{1e3 * t:11.1f}{b / t:10.0f}{1e3 * p:10.1f}{b / p:9.0f}{p / t:7.1f}x")
+    print("ratio = per-sample PIL time / batched tensor time for the same batch (target >= 20x)")
+
+
+if __name__ == "__main__":
+    main()

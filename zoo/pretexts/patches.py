@@ -1,0 +1,172 @@
+"""Tile cutting shared by the patch pretexts: Jigsaw (Noroozi & Favaro, ECCV 2016) and Relative
+Patch Location (Doersch, Gupta & Efros, ICCV 2015).
+
+Both cut square tiles out of a 3x3 grid laid over the image. ``cut_tiles`` does it for a whole
+batch at once with tensor ops (one ``F.interpolate`` to the grid size, then a strided ``unfold``
+view indexed at every tile's corner), on whatever device the batch is on; no PIL, no loop over
+images. Per-tile normalisation, grayscale and a small MLP builder are here too, so the two
+pretexts share every piece that is not specific to them.
+
+Geometry (``cell`` and ``tile`` in px of the grid image)
+---------------------------------------------------------
+The image is resized to ``3 * cell`` px square; tile k (row-major, k = 3 * row + col) is a
+``tile``-px crop inside cell k at an offset drawn uniformly from ``0 .. cell - tile`` on each
+axis (training), or the centred offset ``(cell - tile) // 2`` (inference). The cell-minus-tile
+margin is the *gap*: two neighbouring tiles are ``0 .. 2 * (cell - tile)`` px apart, so their
+touching edges rarely line up and low-level continuity (edges, texture runs) does not give the
+answer away; the random offset is the *jitter* (the authors' loaders do the same: Noroozi cuts a
+random 64 crop in each 85-px cell of a 255-px image; Doersch uses a gap of half a patch plus up to
+7 px of jitter).
+
+Sizes for the 28x28 Fashion-MNIST zoo entries: ``tile = 64``, ``cell = 76`` (grid image 228 px).
+
+* AlexNet needs >= 63 px inputs (pool5 must still see a 3x3 conv5 map). A 64-px tile gives a
+  1x1x256 pool5, exactly what the whole 64-px image gives, so the heads are sized by the model's
+  own data config (the trunk's probe/feature input stays the whole 64-px image, like
+  ``rotation-alexnet``) and tiles of 63-94 px all fit; 96-px tiles would cost 2.25x more per
+  tile, nine tiles per image, and give a 2x2 pool5 (a different head).
+* A 28-px image holds only ~9.3 source px per cell. With 76-px cells a 64-px tile keeps ~7.9 of
+  them (84 %), and the margin of 12 px (16 % of the cell; the paper's is 21 px, 25 %) still puts
+  0-24 px (mean 12 px, about 1.5 source px) between neighbouring tiles. The paper's 85-px cells
+  would keep only 7.0 source px per tile (75 %) of an already tiny garment, and much of the
+  Fashion-MNIST frame is blank background already.
+* The loop hands the plug-ins its 64-px normalised batch; the grid is an upsampling of that
+  (x 3.56), all on the device.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRID = 3  # a 3x3 grid of cells
+NUM_CELLS = GRID * GRID
+CELL = 76  # px per grid cell (grid image 228 px)
+TILE = 64  # px per tile: AlexNet's smallest workable input, pool5 1x1
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's "L"
+
+
+def check_geometry(cell: int, tile: int) -> None:
+    if not (isinstance(cell, int) and isinstance(tile, int)) or tile < 1 or cell < tile:
+        raise ValueError(f"tile cutting needs integers 1 <= tile <= cell, got cell={cell!r}, tile={tile!r}")
+
+
+def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch.Generator | None = None,
+              cells: torch.Tensor | None = None) -> torch.Tensor:
+    """Cut ``tile``-px tiles from the 3x3 grid of ``cell``-px cells laid over each image.
+
+    x: B x C x H x W (any H, W: resized to the 3 * cell px grid image, bilinear).
+    cells: B x K long, the cell (0..8, row-major) each output tile is cut from, per image: the
+    order of the output. None: all nine cells in row-major order (K = 9).
+    gen: draws each tile's jitter (offset 0 .. cell - tile per axis, on the CPU, so a run is
+    reproducible on any device); None: the deterministic centre crop.
+    Returns B x K x C x tile x tile on x's device.
+    """
+    check_geometry(cell, tile)
+    if x.dim() != 4:
+        raise ValueError(f"cut_tiles expects a B x C x H x W batch, got shape {tuple(x.shape)}")
+    b, device = x.shape[0], x.device
+    if cells is None:
+        cells = torch.arange(NUM_CELLS, device=device).expand(b, NUM_CELLS)
+    cells = cells.to(device)
+    if cells.dim() != 2 or cells.shape[0] != b:
+        raise ValueError(f"cells must be B x K = {b} x K, got shape {tuple(cells.shape)}")
+    k = cells.shape[1]
+    size = GRID * cell
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # B x C x 3cell x 3cell
+    if gen is None:
+        offsets = torch.full((b, k, 2), (cell - tile) // 2, dtype=torch.long)
+    else:
+        offsets = torch.randint(0, cell - tile + 1, (b, k, 2), generator=gen)  # B x K x (dy, dx)
+    offsets = offsets.to(device)
+    top = torch.div(cells, GRID, rounding_mode="floor") * cell + offsets[..., 0]  # B x K
+    left = cells % GRID * cell + offsets[..., 1]  # B x K
+    # every tile-px window of the grid image as a view: B x C x n x n x tile x tile (no copy)
+    windows = x.unfold(2, tile, 1).unfold(3, tile, 1)
+    rows = torch.arange(b, device=device)[:, None]  # B x 1
+    return windows[rows, :, top, left]  # B x K x C x tile x tile
+
+
+def normalize_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each tile to zero mean and unit std per channel (the authors' per-tile/per-patch
+    normalisation, which takes away brightness and contrast cues). A flat tile (std < eps, e.g.
+    blank background) becomes all zeros instead of being blown up.
+
+    tiles: ... x C x h x w -> same shape.
+    """
+    # two passes (mean, then the norm of the centred tile): ~8x faster on CPU than torch.var_mean
+    centred = tiles - tiles.mean(dim=(-2, -1), keepdim=True)  # ... x C x h x w
+    var = torch.linalg.vector_norm(centred, dim=(-2, -1), keepdim=True).square_() / (tiles.shape[-2] * tiles.shape[-1])
+    inv_std = torch.where(var > eps * eps, var, torch.ones_like(var)).rsqrt()  # ... x C x 1 x 1
+    return centred.mul_(inv_std)
+
+
+def grayscale(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Luminance copied into every channel, where ``mask`` (x.shape[:-3], bool) says; all if None.
+
+    x: ... x C x H x W. One channel: returned as is (already gray). On normalised input the result
+    is luminance up to a per-channel affine map, which per-tile normalisation removes.
+    """
+    c = x.shape[-3]
+    if c == 1:
+        return x
+    if c != 3:
+        raise ValueError(f"grayscale needs 1 or 3 channels, got {c}")
+    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    gray = (x * w).sum(-3, keepdim=True).expand_as(x)  # ... x 3 x H x W
+    if mask is None:
+        return gray.contiguous()
+    return torch.where(mask.to(x.device)[..., None, None, None], gray, x)
+
+
+def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Turn each item of x (... x C x H x W; one draw per item of the leading dims) gray with
+    probability p. A no-op for 1-channel input (Fashion-MNIST), and then no random number is drawn."""
+    if x.shape[-3] == 1 or p <= 0:
+        return x
+    return grayscale(x, torch.rand(x.shape[:-3], generator=gen) < p)
+
+
+def tile_features(trunk: nn.Module, tiles: torch.Tensor, num_features: int) -> torch.Tensor:
+    """The shared trunk on every tile as one batch (shared weights, one BN batch).
+
+    tiles: B x K x C x t x t -> pool5 features B x K x num_features.
+    """
+    if tiles.dim() != 5:
+        raise ValueError(f"expected tiles B x K x C x t x t, got shape {tuple(tiles.shape)}")
+    b, k = tiles.shape[:2]
+    x = tiles.flatten(0, 1)  # B*K x C x t x t
+    if x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    feats = trunk(x).flatten(1)  # B*K x F
+    if feats.shape[1] != num_features:
+        raise ValueError(f"{tiles.shape[-1]}-px tiles give {feats.shape[1]} pool5 features, but the head was sized for "
+                         f"{num_features} (the model's input size); use tiles whose pool5 matches the model input "
+                         f"(for a 64-px model input: 63-94 px tiles)")
+    return feats.view(b, k, -1)
+
+
+def mlp(*sizes: int, last_activation: bool = False) -> nn.Sequential:
+    """Linear (no bias) -> BN -> ReLU per hidden size, then a plain Linear to the last size
+    (or a Linear -> BN -> ReLU block there too if ``last_activation``)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i < len(sizes) - 2 or last_activation:
+            layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        else:
+            layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
+def grid_image(tiles: torch.Tensor, gap: int = 0, fill: float = 0.0) -> torch.Tensor:
+    """Nine tiles (9 x C x t x t, row-major) laid out as one 3x3 image for display:
+    C x (3t + 2 gap) x (3t + 2 gap), with ``fill`` between the tiles."""
+    if tiles.dim() != 4 or tiles.shape[0] != NUM_CELLS:
+        raise ValueError(f"grid_image expects 9 x C x t x t tiles, got shape {tuple(tiles.shape)}")
+    _, c, h, w = tiles.shape
+    out = tiles.new_full((c, GRID * h + (GRID - 1) * gap, GRID * w + (GRID - 1) * gap), fill)
+    for k, t in enumerate(tiles):  # nine tiles, once per displayed image
+        r, col = divmod(k, GRID)
+        out[:, r * (h + gap):r * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = t
+    return out
