@@ -20,6 +20,18 @@ def run_cli(*args, check=False, env=None, timeout=300, **kw) -> subprocess.Compl
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: on 2 busy cores torch's spinning OpenMP threads fight
+    other jobs (decode threads, other tests) and small ops get many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fmnist_root() -> Path:
     if not (FMNIST / "train-images-idx3-ubyte.gz").exists():

@@ -27,12 +27,7 @@ EXAMPLES = zoo.example_images()
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

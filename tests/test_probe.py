@@ -22,14 +22,7 @@ from .conftest import run_cli
 N_TRAIN, N_TEST = 2000, 500
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the seed solver's 192-row steps run many times slower when two threads
-    fight another job for this machine's two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the seed solver's 192-row steps suffer most
 
 
 @pytest.fixture(scope="module")

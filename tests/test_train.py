@@ -80,7 +80,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_r
     res = run_cli("train", "--out", out, "--limit", "512", "--batch-size", "16", "--epochs", "2", "--lr", "1e8",
                   "--warmup-steps", "100000000", "--checkpoint-every", "2", "--no-progress", "--precision", "fp32")
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "non-finite loss" in res.stderr and "last good checkpoint" in res.stderr
+    assert "non-finite" in res.stderr and "last good checkpoint" in res.stderr
     state = load_file(out / "checkpoint.safetensors")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert f"(step {_step(out / 'checkpoint.safetensors')}) kept" in res.stderr.replace("\n", "")

@@ -181,6 +181,10 @@ def train_step(model, opt, pretext, inputs, targets, *, bf16: bool, weight_decay
     return outputs, loss
 
 
+def _kept(ckpt: Path, step: int) -> str:
+    return f"last good checkpoint {ckpt} (step {step}) kept" if ckpt.exists() else "no checkpoint was written yet"
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     """Train ``cfg.model``'s architecture on its pretext; returns the saved model directory."""
     device = torch.device(cfg.device)
@@ -242,9 +246,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
             outputs, loss = train_step(model, opt, pretext, inputs, targets, bf16=bf16,
                                        weight_decay=cfg.weight_decay, wd_mask=wd_mask)
             if loss is None:
-                kept = (f"last good checkpoint {ckpt} (step {saved_step}) kept" if ckpt.exists()
-                        else "no checkpoint was written yet")
-                raise TrainingError(f"non-finite loss ({outputs}) at step {step}; stopped, {kept}. "
+                raise TrainingError(f"non-finite loss ({outputs}) at step {step}; stopped, {_kept(ckpt, saved_step)}. "
                                     "Lower --lr or check the data.")
             step += 1
             if device.type == "cuda":
@@ -264,6 +266,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
                 prep_s = step_s = 0.0
                 reported = step
             if step % cfg.checkpoint_every == 0 or step == total:
+                bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+                if bad:  # e.g. BN running_var overflowed while the loss was still finite
+                    raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}) "
+                                        f"at step {step}; stopped, {_kept(ckpt, saved_step)}. Lower --lr or check the data.")
                 save_checkpoint(ckpt, model, opt, step, cfg, elapsed + time.perf_counter() - t_start)
                 saved_step = step
                 if cfg.progress and not bar.console.is_terminal:  # logs, not a live bar
