@@ -78,13 +78,9 @@ def _alexnet(pretext: str, in_chans: int, data_config: dict, **pretext_args) -> 
             "pretext_args": pretext_args, "data_config": data_config}
 
 
-def _alexnet_rotation(in_chans: int, data_config: dict, hidden: int) -> dict[str, Any]:
-    return _alexnet("rotation", in_chans, data_config, hidden=hidden)
-
-
 register(
     "rotation-alexnet",
-    Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet_rotation(1, FMNIST_64, 512),
+    Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet("rotation", 1, FMNIST_64, hidden=512),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1803.07728"}),
 )
 # The patch pretexts train on 64-px tiles cut from a 3x3 grid of 76-px cells (zoo/pretexts/patches.py
