@@ -29,7 +29,13 @@ def rotate(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
     """Turn images CCW by k * 90 degrees; k an int or a per-image B tensor."""
     if isinstance(k, int):
         return torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.stack([torch.rot90(img, int(kk) % 4, dims=(-2, -1)) for img, kk in zip(x, k)])
+    k = k.to(x.device) % len(ANGLES)
+    out = torch.empty_like(x)
+    for turn in range(len(ANGLES)):  # one rot90 per angle over the images that need it, not per image
+        pick = k == turn
+        if pick.any():
+            out[pick] = torch.rot90(x[pick], turn, dims=(-2, -1))
+    return out
 
 
 def upright(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
