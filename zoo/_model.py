@@ -7,11 +7,15 @@ import torch
 from torch import nn
 
 from ._alexnet import alexnet
+from ._alexnets import BUILDERS as _AUTHORS_ALEXNETS
+from ._nin import nin
 from ._probe_head import LinearProbe
+from ._resnet import resnet50
 from .pretexts import build_head
 
 # architecture name -> builder(**arch_args) -> trunk with .layers, .forward_taps, .num_features
 ARCHITECTURES = {"alexnet": alexnet}
+ARCHITECTURES.update(_AUTHORS_ALEXNETS, nin=nin, resnet50=resnet50)  # the converted authors' trunks (zoo/_convert.py)
 
 
 class PretextModel(nn.Module):
@@ -36,10 +40,13 @@ class PretextModel(nn.Module):
         in_chans = config.get("arch_args", {}).get("in_chans", 3)
         if c != in_chans:
             raise ValueError(f"data_config.input_size has {c} channel(s) but the trunk takes {in_chans}")
-        with torch.no_grad():  # size the head for this input
-            self.trunk.eval()
-            num_features = self.trunk(torch.zeros(1, c, h, w)).flatten(1).shape[1]
-        self.head = build_head(self.pretext, num_features, **config.get("pretext_args", {}))
+        pretext_args = config.get("pretext_args", {})
+        self.head: nn.Module | None = None  # pretext_args None: a converted trunk without its pretext head
+        if pretext_args is not None:
+            with torch.no_grad():  # size the head for this input
+                self.trunk.eval()
+                num_features = self.trunk(torch.zeros(1, c, h, w)).flatten(1).shape[1]
+            self.head = build_head(self.pretext, num_features, **pretext_args)
         self.probes = nn.ModuleDict()
         probe_cfg = config.get("probe") or {}
         for layer, spec in probe_cfg.get("heads", {}).items():
@@ -58,6 +65,9 @@ class PretextModel(nn.Module):
         return self.trunk.forward_taps(x, layers, pool5=False)[0]
 
     def predict_pretext(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise ValueError(f"{self.name} has no pretext head (the converted checkpoint's head was not kept); "
+                             "use features()")
         return self.head(self.trunk, x)
 
     forward = predict_pretext

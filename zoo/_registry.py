@@ -98,3 +98,17 @@ register(
             _alexnet("relative-patch", 1, FMNIST_64, hidden=512, cell=76, tile=64),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1505.05192"}),
 )
+
+# The authors' released checkpoints (zoo/_sources.py): `sslzoo convert SOURCE FILE` stores each under
+# its name in the local zoo store, where "store:<name>" sources resolve (zoo.resolve says how to get
+# the file until then). Tags are added to existing entries without changing their default tag.
+from ._sources import BY_NAME as _CONVERTED  # noqa: E402
+
+for _name, _src in _CONVERTED.items():
+    _base, _, _tag = _name.partition(".")
+    _w = Weights(_tag, f"store:{_name}", _src.config(),
+                 meta={"dataset": _src.dataset, "paper": _src.paper, "convert": _src.id, "url": _src.url})
+    if _base in _ENTRIES:
+        _ENTRIES[_base] = Entry(_base, {**_ENTRIES[_base].weights, _tag: _w}, _ENTRIES[_base].default_tag)
+    else:
+        register(_base, _w)

@@ -1,0 +1,63 @@
+"""``StagedTrunk``: the trunk contract (``layers``, ``forward_taps``, ``forward``) for networks
+made of named stages, used by the converted architectures (``_alexnets``, ``_nin``, ``_resnet``).
+
+    x -> stem (input front end) -> stage 1 -> [tap] -> after 1 -> stage 2 -> [tap] -> after 2 ...
+
+A tap is a stage's output; ``after`` holds what runs between taps (pooling, LRN). ``forward``
+returns the last stage's output passed through its ``after`` (AlexNet: pool5).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+class StagedTrunk(nn.Module):
+    layers: tuple[str, ...] = ()
+    min_input: int = 1
+
+    def __init__(self, stem: nn.Module, stages: dict[str, nn.Module], after: dict[str, nn.Module] | None = None):
+        super().__init__()
+        self.layers = tuple(stages)
+        self.stem = stem
+        self.blocks = nn.ModuleDict(stages)
+        after = after or {}
+        self.after = nn.ModuleDict({k: after.get(k) or nn.Identity() for k in stages})
+
+    def forward_taps(self, x: torch.Tensor, layers=(), *, pool5: bool = True):
+        """Run the trunk keeping the maps named in ``layers``: (taps, final output or None).
+
+        With ``pool5=False`` the trunk stops after the deepest requested tap.
+        """
+        if min(x.shape[-2:]) < self.min_input:
+            raise ValueError(f"{type(self).__name__} needs inputs of at least {self.min_input}x{self.min_input} px, "
+                             f"got {tuple(x.shape[-2:])}")
+        unknown = set(layers) - set(self.layers)
+        if unknown:
+            raise ValueError(f"unknown layer(s) {sorted(unknown)}; {type(self).__name__} taps are {self.layers}")
+        last = self.layers[-1] if pool5 or not layers else max(layers, key=self.layers.index)
+        taps: dict[str, torch.Tensor] = {}
+        x = self.stem(x)
+        for name in self.layers:
+            x = self.blocks[name](x)
+            if name in layers:
+                taps[name] = x
+            if name == last and not pool5:
+                return taps, None
+            x = self.after[name](x)
+        return taps, x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_taps(x)[1]
+
+
+def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, *, groups: int = 1,
+                 bias: bool = True, bn: bool = True) -> nn.Sequential:
+    """conv -> [BatchNorm] -> ReLU, as ``nn.Sequential`` with children ``conv``, ``bn``, ``relu``."""
+    mods = OrderedDict(conv=nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=bias))
+    if bn:
+        mods["bn"] = nn.BatchNorm2d(cout)
+    mods["relu"] = nn.ReLU(inplace=True)
+    return nn.Sequential(mods)
