@@ -86,9 +86,11 @@ def train(
 # Commands with their own modules (each keeps its heavy imports inside the command).
 from ._cli_extract import extract  # noqa: E402
 from ._cli_probe import probe  # noqa: E402
+from ._cli_demo import demo  # noqa: E402
 
 app.command()(extract)
 app.command()(probe)
+app.command()(demo)
 
 
 def main():  # python -m sslzoo

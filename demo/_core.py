@@ -1,0 +1,154 @@
+"""Shared pieces of the demo's tab functions (no gradio here): cached models, which models fit
+which tab, safe upload decoding, tensor <-> PIL for display, model cards."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sslzoo import zoo
+from sslzoo.zoo._images import ImageError, convert_mode, open_image
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # also the server's max_file_size
+DISPLAY = 256  # px of the square the tabs show (the model sees its own smaller input)
+
+
+class DemoError(ValueError):
+    """A problem the user can fix (bad upload, unknown model, ...): shown in the UI as one line."""
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+_LOAD_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> zoo.PretextModel:
+    return zoo.load(name)
+
+
+def get_model(name: str) -> zoo.PretextModel:
+    """The model, loaded once per process (eval mode, CPU) and shared by all requests."""
+    if not name:
+        raise DemoError("pick a model first")
+    with _LOAD_LOCK:  # two first requests for one model load it once
+        try:
+            return _load(name)
+        except zoo.ZooError as e:
+            raise DemoError(str(e)) from None
+
+
+@functools.lru_cache(maxsize=None)
+def model_config(name: str) -> dict:
+    """config.json of a zoo entry (cheap: no weights are read)."""
+    return zoo.read_config(zoo.resolve(name))
+
+
+@functools.lru_cache(maxsize=None)
+def model_dir(name: str) -> Path:
+    return zoo.resolve(name)
+
+
+def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
+    """Zoo entries whose weights are on this machine and that fit a tab: a given pretext, or
+    probe heads stored with the model (``probes``)."""
+    names = []
+    for name in zoo.list_models():
+        try:
+            cfg = model_config(name)
+        except zoo.ZooError:  # a Hub entry not in the local cache: offline, so not offered
+            continue
+        if pretext is not None and cfg.get("pretext") != pretext:
+            continue
+        if probes and not (cfg.get("probe") or {}).get("heads"):
+            continue
+        names.append(name)
+    return names
+
+
+def probe_plot(name: str) -> str | None:
+    """Path of the model's per-layer probe accuracy plot (written by ``sslzoo probe``), if any."""
+    path = model_dir(name) / "probe_plot.png"
+    return str(path) if path.is_file() else None
+
+
+_FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*(\n|\Z)", re.S)
+
+
+def model_card(name: str) -> str:
+    """The model's README.md without its YAML front matter (markdown to render)."""
+    path = model_dir(name) / "README.md"
+    if not path.is_file():
+        return f"# {name}\n\n(no model card)"
+    return _FRONT_MATTER.sub("", path.read_text(encoding="utf-8"), count=1).lstrip()
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+
+def load_upload(upload) -> Image.Image:
+    """An uploaded file (path) or an image -> decoded PIL image; ``DemoError`` with a reason for
+    a missing, oversized, empty, non-image, truncated or corrupt upload (never a traceback)."""
+    if upload is None or (isinstance(upload, str) and not upload):
+        raise DemoError("upload an image first (or click one of the examples)")
+    if isinstance(upload, Image.Image):
+        return upload
+    if isinstance(upload, np.ndarray):
+        try:
+            return Image.fromarray(upload)
+        except (TypeError, ValueError) as e:
+            raise DemoError(f"not an image array ({e})") from None
+    path = os.fspath(upload)
+    label = Path(path).name or path  # the user's file name, not the server's temp dir
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None
+    if size is not None and size > MAX_UPLOAD_BYTES:
+        raise DemoError(f"{label}: too large ({size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB)")
+    try:
+        return open_image(path)
+    except ImageError as e:
+        raise DemoError(f"{label}: {e.reason}") from None
+
+
+def square(img: Image.Image, size: int = DISPLAY) -> Image.Image:
+    """Colour display copy: shorter side to ``size``, centre square (what the model sees, larger)."""
+    img = convert_mode(img, "RGB")
+    scale = size / min(img.size)
+    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+    img = img.resize((w, h), Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS)
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def model_input(m: zoo.PretextModel, img: Image.Image) -> torch.Tensor:
+    """PIL -> the model's normalised C x H x W input."""
+    return zoo.transforms(m)(img)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> 3 x H x W float in [0, 1]."""
+    arr = np.asarray(convert_mode(img, "RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_pil(x: torch.Tensor, size: int | None = None) -> Image.Image:
+    """C x H x W float in [0, 1] -> PIL (nearest-neighbour upscaled to ``size`` if given)."""
+    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    if size and img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.NEAREST)
+    return img
+
+
+def probs_dict(probs: torch.Tensor, labels: list[str], top: int | None = None) -> dict[str, float]:
+    """1-D probabilities -> {label: probability}, best first (``top`` of them)."""
+    p = probs.float()
+    order = torch.argsort(p, descending=True)[:top]
+    return {labels[i]: float(p[i]) for i in order.tolist()}
