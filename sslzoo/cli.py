@@ -87,10 +87,13 @@ def train(
 from ._cli_extract import extract  # noqa: E402
 from ._cli_probe import probe  # noqa: E402
 from ._cli_demo import demo  # noqa: E402
+from ._cli_hub import publish, pull  # noqa: E402
 
 app.command()(extract)
 app.command()(probe)
 app.command()(demo)
+app.command()(publish)
+app.command()(pull)
 
 
 def main():  # python -m sslzoo

@@ -133,12 +133,26 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     return repo, rev or None
 
 
-def download(repo_id: str, revision: str | None = None) -> Path:
-    """Snapshot the model files of a Hub repo into the Hugging Face cache; return the local dir."""
+def download(repo_id: str, revision: str | None = None, sha256: str | None = None) -> Path:
+    """Snapshot the model files of a Hub repo into the Hugging Face cache; return the local dir.
+    ``sha256`` (pinned in the registry): the downloaded model.safetensors must have it."""
+    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    directory = _snapshot(repo_id, revision, where)
+    if sha256:
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ZooError(f"{where}: the repository has no {WEIGHTS_FILE}")
+        actual = sha256_file(weights)
+        if actual != sha256:
+            raise ZooError(f"{where}: {WEIGHTS_FILE} has sha256 {actual}, but the registry pins {sha256}; "
+                           "the repository changed or the download is corrupt (not loaded)")
+    return directory
+
+
+def _snapshot(repo_id: str, revision: str | None, where: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
     except LocalEntryNotFoundError:
