@@ -86,11 +86,13 @@ def train(
 # Commands with their own modules (each keeps its heavy imports inside the command).
 from ._cli_extract import extract  # noqa: E402
 from ._cli_probe import probe  # noqa: E402
+from ._cli_convert import convert  # noqa: E402
 from ._cli_demo import demo  # noqa: E402
 from ._cli_hub import publish, pull  # noqa: E402
 
 app.command()(extract)
 app.command()(probe)
+app.command()(convert)
 app.command()(demo)
 app.command()(publish)
 app.command()(pull)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from ._errors import ZooError
-from ._hub import WEIGHTS_FILE, load_dir, save_pretrained
+from ._hub import WEIGHTS_FILE, save_pretrained
 from ._model import PretextModel
 from ._sources import BY_NAME, SOURCES, Source
 
@@ -95,9 +95,19 @@ def read_checkpoint(path: str | Path) -> tuple[Any, str]:
     try:
         obj = torch.load(io.BytesIO(member[0]) if member else path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types; all mean "not a checkpoint"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ZooError(f"{what}: not a readable PyTorch checkpoint ({type(e).__name__}: {first[:200]})") from None
+        raise ZooError(f"{what}: not a readable PyTorch checkpoint ({_load_problem(e)})") from None
     return obj, what
+
+
+def _load_problem(e: Exception) -> str:
+    """torch.load's failure in one line (without its advice to drop weights_only)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+        return f"torch.load(weights_only=True) refused it: {detail[:200]}; sslzoo never unpickles arbitrary objects"
+    if isinstance(e, EOFError) or not text.strip():
+        return "empty or truncated file"
+    return f"{type(e).__name__}: {text.strip().splitlines()[0][:200]}"
 
 
 def find_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:
@@ -289,7 +299,6 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
     _fit(model, mapped, src, what)
     directory = Path(out).expanduser() if out is not None else store_root() / src.name
     save_pretrained(model.eval(), directory, half=half, card=render_card(config, src))
-    load_dir(directory)  # round trip: the directory loads strictly
     return directory
 
 
