@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 
 from . import _env  # noqa: F401  (must precede gradio)
 
@@ -38,23 +39,26 @@ and linear probes on their frozen features. The zoo's models were trained on **F
 so natural photos are out of their training distribution. Everything runs on this server, offline."""
 
 
-class Upload(gr.Image):
-    """gr.Image that hands the handler the uploaded file's path *without decoding it*: the tab
-    functions decode it with the zoo's ``open_image`` and turn every failure (not an image,
-    truncated, a decompression bomb, too large) into a one-line message instead of a traceback."""
+def _pass_path(self, payload):
+    """Image.preprocess replacement: the uploaded file's path, *not decoded* (the tab functions
+    decode it with the zoo's ``open_image`` and turn every failure into a one-line message)."""
+    if payload is None:
+        return None
+    if payload.path:
+        return payload.path
+    try:  # a data: URL (webcam / clipboard)
+        return gr.Image.preprocess(self, payload)
+    except Exception as e:  # noqa: BLE001
+        raise gr.Error(f"could not read the image ({type(e).__name__}: {e})", print_exception=False) from None
 
-    def get_block_name(self) -> str:  # same frontend component as gr.Image
-        return "image"
 
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        if payload.path:
-            return payload.path
-        try:  # a data: URL (webcam / clipboard)
-            return super().preprocess(payload)
-        except Exception as e:  # noqa: BLE001
-            raise gr.Error(f"could not read the image ({type(e).__name__}: {e})", print_exception=False) from None
+def upload_image(**kwargs) -> gr.Image:
+    """gr.Image input that hands the handler the upload's path without decoding it: gradio's own
+    preprocessing would fail on a non-image with a bare "Error". (An instance override, not a
+    subclass: gradio's component metaclass writes a .pyi next to any subclass's source file.)"""
+    img = gr.Image(type="filepath", **kwargs)
+    img.preprocess = types.MethodType(_pass_path, img)
+    return img
 
 
 def safe(fn):
@@ -77,8 +81,8 @@ def safe(fn):
     return wrapper
 
 
-def _upload(label="Your image"):
-    return Upload(type="filepath", label=label, sources=["upload", "clipboard"], height=260)
+def _upload(tab: str, label="Your image"):
+    return upload_image(label=label, sources=["upload", "clipboard"], height=260, elem_id=f"{tab}-upload")
 
 
 def _examples(upload):
@@ -101,7 +105,7 @@ def _rotation_tab():
     with gr.Row():
         with gr.Column(scale=2):
             model = _picker(names)
-            upload = _upload()
+            upload = _upload("rotation")
             turn = gr.Radio(_tabs.ANGLE_LABELS, value="0°", label="Rotate my upload (counter-clockwise) first")
             go = gr.Button("Predict the rotation", variant="primary")
             _examples(upload)
@@ -122,7 +126,7 @@ def _jigsaw_tab():
     with gr.Row():
         with gr.Column(scale=2):
             model = _picker(names)
-            upload = _upload()
+            upload = _upload("jigsaw")
             perm = gr.Number(label="Permutation index in the model's set (empty: random)", precision=0,
                              minimum=0, value=None)
             with gr.Row():
@@ -149,7 +153,7 @@ def _relpatch_tab():
     with gr.Row():
         with gr.Column(scale=2):
             model = _picker(names)
-            upload = _upload()
+            upload = _upload("relpatch")
             position = gr.Radio(["random", *POSITIONS], value="random", label="Which neighbour to show")
             go = gr.Button("Where is this patch?", variant="primary")
             _examples(upload)
@@ -175,7 +179,7 @@ def _classify_tab():
         with gr.Column(scale=2):
             model = _picker(names)
             layer = gr.Radio(layers, value=layers[-1], label="Tap whose probe classifies")
-            upload = _upload()
+            upload = _upload("classify")
             go = gr.Button("Classify", variant="primary")
             _examples(upload)
         with gr.Column(scale=3):
@@ -249,4 +253,4 @@ def launch(host: str = "127.0.0.1", port: int = 7860, concurrency: int = DEFAULT
     return demo, url
 
 
-__all__ = ["build_app", "launch", "Upload", "safe"]
+__all__ = ["build_app", "launch", "upload_image", "safe"]

@@ -1,0 +1,274 @@
+"""The Gradio demo (demo/): the functions behind each tab, bad uploads, the app's wiring, the
+real server on 127.0.0.1 called through gradio_client, and no connection leaving the machine."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[dev]')")
+
+from sslzoo import zoo  # noqa: E402
+from sslzoo.demo import _core, _tabs  # noqa: E402
+from sslzoo.demo._core import DemoError  # noqa: E402
+from sslzoo.zoo.pretexts import jigsaw as jg  # noqa: E402
+from sslzoo.zoo.pretexts.relpatch import POSITIONS  # noqa: E402
+
+from . import _demo_server  # noqa: E402
+
+EX = {p.name: p for p in zoo.example_images()}
+BOOT, TROUSER, CAT = EX["fmnist-0-ankle-boot.png"], EX["fmnist-2-trouser.png"], EX["chelsea.jpg"]
+ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    return _demo_server.shared(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    return _demo_server.bad_files(tmp_path_factory.mktemp("bad-uploads"))
+
+
+def _same(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+# --- models and cards ------------------------------------------------------------------------------
+
+def test_pickers_offer_only_models_that_fit():
+    assert _core.models_for("rotation") == [ROT]
+    assert _core.models_for("jigsaw") == [JIG]
+    assert _core.models_for("relative-patch") == [REL]
+    for name in _core.models_for(probes=True):
+        assert _core.model_config(name)["probe"]["heads"], name
+    assert set(_core.models_for()) >= {ROT, JIG, REL}
+
+
+def test_models_loaded_once_and_cached():
+    m = _core.get_model(ROT)
+    hits = _core._load.cache_info().hits
+    assert _core.get_model(ROT) is m
+    assert _core._load.cache_info().hits == hits + 1
+    with pytest.raises(DemoError, match="unknown model"):
+        _core.get_model("nope-alexnet")
+    with pytest.raises(DemoError, match="pick a model"):
+        _core.get_model("")
+
+
+def test_models_tab_card_without_front_matter_and_plot():
+    card, plot = _tabs.model_info(ROT)
+    raw = (_core.model_dir(ROT) / "README.md").read_text()
+    assert raw.startswith("---") and "model-index:" in raw
+    assert card.startswith("# rotation-alexnet") and "model-index:" not in card and "\n---\n" not in card[:50]
+    assert "## Linear probe" in card
+    assert plot and Image.open(plot).size[0] > 100
+    rows = _tabs.models_table(_core.models_for())
+    assert len(rows) == len(_core.models_for()) and all(len(r) == len(_tabs.MODEL_COLUMNS) for r in rows)
+    rot_row = next(r for r in rows if r[0].startswith(ROT))
+    assert rot_row[1] == "rotation" and rot_row[2].endswith("%") and "conv5" in rot_row[3]
+
+
+# --- the tab functions -----------------------------------------------------------------------------
+
+def test_rotation_finds_the_turn_and_turns_back():
+    gallery, label, upright, summary = _tabs.rotation(ROT, BOOT, "90°")
+    assert next(iter(label)) == "90°" and label["90°"] > 0.9  # the model knows a turned Fashion-MNIST image
+    assert abs(sum(label.values()) - 1) < 1e-4 and set(label) == set(_tabs.ANGLE_LABELS)
+    base = gallery[0][0]
+    assert _same(upright, base)  # predicted 90 -> turned back by 90 = the upload, upright
+    assert [c.split(":")[0] for _, c in gallery] == [f"turned {a}" for a in _tabs.ANGLE_LABELS]
+    assert _same(gallery[1][0], base.rotate(90)) and "you turned it by 90°: right" in summary
+    assert _tabs.parse_turn(270) == _tabs.parse_turn("270°") == 3 and _tabs.parse_turn(None) == 0
+    with pytest.raises(DemoError, match="turn must be"):
+        _tabs.rotation(ROT, BOOT, "45°")
+
+
+def test_jigsaw_shuffles_by_the_chosen_permutation_and_reassembles():
+    original, shuffled, fixed, label, idx, summary = _tabs.jigsaw(JIG, TROUSER, 7)
+    perm = jg.permutations_of(_core.get_model(JIG))[7].tolist()
+    assert idx == 7 and f"**#7** ({_tabs.perm_text(perm)}:" in summary
+    # the displayed puzzle: position i shows the tile of cell perm[i] of the original
+    side = (original.width - 2 * _tabs.GAP) // 3
+    tiles = lambda img: [np.asarray(img)[r * (side + _tabs.GAP):r * (side + _tabs.GAP) + side,  # noqa: E731
+                                         c * (side + _tabs.GAP):c * (side + _tabs.GAP) + side] for r in range(3) for c in range(3)]
+    orig_t, shuf_t = tiles(original), tiles(shuffled)
+    assert all(np.array_equal(shuf_t[i], orig_t[perm[i]]) for i in range(9))
+    assert len(label) == 5 and all(v >= 0 for v in label.values())
+    top = next(iter(label))
+    assert top.startswith("✓ #7") == _same(fixed, original)  # solved <=> reassembly gives the original back
+    _, _, _, _, drawn, _ = _tabs.jigsaw(JIG, TROUSER, None)
+    assert 0 <= drawn < 1000
+    for bad_index in (1000, -1, 2.5, "seven"):
+        with pytest.raises(DemoError, match="permutation must be"):
+            _tabs.jigsaw(JIG, TROUSER, bad_index)
+
+
+def test_relative_patch_names_a_neighbour():
+    pair, label, answer, truth, shown, summary = _tabs.relpatch(REL, TROUSER, "left")
+    assert shown == "left" and set(label) == set(POSITIONS) and abs(sum(label.values()) - 1) < 1e-4
+    assert pair.width > 2 * pair.height - 1 and answer.size == truth.size
+    assert f"**{next(iter(label))}**" in summary
+    assert _tabs.relpatch(REL, TROUSER, "random")[4] in POSITIONS
+    with pytest.raises(DemoError, match="position must be"):
+        _tabs.relpatch(REL, TROUSER, "middle")
+
+
+def test_classify_with_stored_probe_heads():
+    label, view, plot, summary = _tabs.classify(ROT, "conv2", BOOT)
+    assert list(label)[0] == "Ankle boot" and len(label) == 3
+    assert view.size == (192, 192) and plot.endswith("probe_plot.png") and "conv2" in summary
+    for name in _core.models_for(probes=True):  # every probed model, every stored tap
+        for layer in _tabs.probe_layers(name):
+            assert len(_tabs.classify(name, layer, TROUSER)[0]) == 3
+    with pytest.raises(DemoError, match="no probe head for 'conv9'"):
+        _tabs.classify(ROT, "conv9", BOOT)
+
+
+def test_wrong_model_for_a_tab_is_a_message():
+    with pytest.raises(DemoError, match="is a jigsaw model; this tab needs a rotation model"):
+        _tabs.rotation(JIG, BOOT, 0)
+
+
+def test_colour_photo_and_odd_modes(tmp_path):
+    assert len(_tabs.rotation(ROT, CAT, 0)[0]) == 4
+    rgba = tmp_path / "wide-rgba.png"
+    Image.new("RGBA", (300, 40), (255, 0, 0, 128)).save(rgba)
+    i16 = tmp_path / "deep.png"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(i16)
+    for path in (rgba, i16):
+        assert _tabs.relpatch(REL, path, 0)[4] == "top-left"
+
+
+def test_bad_uploads_are_one_line_messages(bad, tmp_path, monkeypatch):
+    calls = [lambda u: _tabs.rotation(ROT, u, 0), lambda u: _tabs.jigsaw(JIG, u, 1),
+             lambda u: _tabs.relpatch(REL, u, 0), lambda u: _tabs.classify(ROT, "conv5", u)]
+    for name, (path, words) in bad.items():
+        for call in calls:
+            with pytest.raises(DemoError) as e:
+                call(str(path))
+            msg = str(e.value)
+            assert words in msg and msg.startswith(path.name + ":") and str(path.parent) not in msg, (name, msg)
+    for call in calls:
+        with pytest.raises(DemoError, match="upload an image first"):
+            call(None)
+    with pytest.raises(DemoError, match="no such file"):
+        _tabs.rotation(ROT, str(tmp_path / "gone.png"), 0)
+    monkeypatch.setattr(_core, "MAX_UPLOAD_BYTES", 1000)
+    with pytest.raises(DemoError, match=r"too large \(.* MB; the limit is"):
+        _tabs.rotation(ROT, str(CAT), 0)
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+def test_offline_environment_and_error_wrapper():
+    from sslzoo.demo import app
+
+    import gradio as gr
+    from gradio import analytics
+
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert not analytics.analytics_enabled()
+
+    def user_problem():
+        raise DemoError("notes.png: not an image")
+
+    def bug():
+        raise KeyError("secret internals")
+
+    with pytest.raises(gr.Error, match="notes.png: not an image"):
+        app.safe(user_problem)()
+    with pytest.raises(gr.Error) as e:
+        app.safe(bug)()
+    assert "internal error (KeyError)" in str(e.value) and "secret" not in str(e.value)
+
+
+def test_cli_entry_points():
+    from typer.testing import CliRunner
+
+    from sslzoo.cli import app
+    from sslzoo.demo.__main__ import parse_args
+
+    result = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--host" in result.output and "--port" in result.output
+    args = parse_args(["--host", "0.0.0.0", "--port", "8123"])
+    assert (args.host, args.port, args.concurrency) == ("0.0.0.0", 8123, 2)
+
+
+# --- the real server -------------------------------------------------------------------------------
+
+def test_api_every_endpoint(client):
+    from gradio_client import handle_file
+
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info"}
+    gallery, label, upright, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
+    assert label["label"] == "270°" and len(gallery) == 4 and "right" in summary
+    assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)
+    *images, label, idx, summary = client.predict(JIG, handle_file(str(TROUSER)), 3, api_name="/jigsaw")
+    assert idx == 3 and len(label["confidences"]) == 5 and len(images) == 3
+    *_, idx, _ = client.predict(JIG, handle_file(str(TROUSER)), api_name="/jigsaw_random")
+    assert 0 <= idx < 1000
+    *_, shown, summary = client.predict(REL, handle_file(str(TROUSER)), "bottom", api_name="/relpatch")
+    assert shown == "bottom" and "centre patch" in summary
+    label, view, plot, summary = client.predict(ROT, "conv2", handle_file(str(BOOT)), api_name="/classify")
+    assert label["label"] == "Ankle boot" and [c["label"] for c in label["confidences"]][0] == "Ankle boot"
+    card, plot = client.predict(JIG, api_name="/model_info")
+    assert card.startswith("# jigsaw-alexnet") and plot
+
+
+def test_api_bad_uploads_answer_and_server_survives(client, server, bad):
+    from gradio_client import handle_file
+
+    for name, (path, words) in bad.items():
+        with pytest.raises(Exception) as e:
+            client.predict(ROT, handle_file(str(path)), "0°", api_name="/rotation")
+        assert words in str(e.value) and "Traceback" not in str(e.value), (name, str(e.value))
+    with pytest.raises(Exception, match="permutation must be"):
+        client.predict(JIG, handle_file(str(TROUSER)), 5000, api_name="/jigsaw")
+    assert server.alive()
+    assert client.predict(ROT, handle_file(str(BOOT)), "0°", api_name="/rotation")[1]["label"] == "0°"
+
+
+def test_api_concurrent_clients_queue(server):
+    from gradio_client import Client, handle_file
+
+    def one(i):
+        c = Client(server.url, verbose=False, download_files=False)
+        turn = _tabs.ANGLE_LABELS[i % 4]
+        return turn, c.predict(ROT, handle_file(str(TROUSER)), turn, api_name="/rotation")[1]["label"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert all(got == want for want, got in results), results
+
+
+def test_no_connection_leaves_the_machine(server, client):
+    import urllib.request
+
+    from gradio_client import handle_file
+
+    with urllib.request.urlopen(server.url, timeout=60) as r:  # the page and its config
+        assert b"sslzoo demo" in r.read()
+    client.predict(REL, handle_file(str(CAT)), "top", api_name="/relpatch")
+    client.predict(ROT, "conv1", handle_file(str(CAT)), api_name="/classify")
+    records = server.connections()
+    assert any(r["event"] == "socket.connect" for r in records), "the audit hook saw no connect at all"
+    outside = [r for r in records if not _demo_server.is_local(r)]
+    assert not outside, f"non-loopback connections or lookups: {outside}"
