@@ -58,8 +58,9 @@ def parse_turn(turn) -> int:
 
 
 def rotation(model_name: str, upload, turn=0):
-    """-> (gallery [(image, caption)] of the upload in its four rotations, {angle: p} for the
-    image turned by ``turn``, that image turned upright by the model's prediction, summary)."""
+    """-> (the upload turned by ``turn``, {angle: p} the model gives it, that image turned upright
+    by the model's prediction, gallery [(image, caption)] of the upload in its four rotations
+    with the model's guess for each, summary)."""
     m = _model(model_name, "rotation")
     k = parse_turn(turn)
     base = square(load_upload(upload))
@@ -70,8 +71,7 @@ def rotation(model_name: str, upload, turn=0):
     for j in range(4):
         pj = int(probs[j].argmax())
         mark = "✓" if pj == j else "✗"
-        gallery.append((base.rotate(90 * j), f"turned {ANGLE_LABELS[j]}: model says {ANGLE_LABELS[pj]} "
-                                             f"({_pct(float(probs[j, pj]))}) {mark}"))
+        gallery.append((base.rotate(90 * j), f"{ANGLE_LABELS[j]} → {ANGLE_LABELS[pj]} {mark}"))
     turned = base.rotate(90 * k)
     pred = int(probs[k].argmax())
     upright = turned.rotate(-90 * pred)
@@ -80,7 +80,7 @@ def rotation(model_name: str, upload, turn=0):
                f"({_pct(float(probs[k, pred]))}); you turned it by {ANGLE_LABELS[k]}: {verdict}. "
                f"Turned back by {ANGLE_LABELS[pred]} it should stand upright. "
                f"Over the four turns the model is right {sum(int(probs[j].argmax()) == j for j in range(4))}/4 times.")
-    return gallery, probs_dict(probs[k], ANGLE_LABELS), upright, summary
+    return turned, probs_dict(probs[k], ANGLE_LABELS), upright, gallery, summary
 
 
 # --- Jigsaw ----------------------------------------------------------------------------------------
@@ -203,24 +203,24 @@ def classify(model_name: str, layer: str, upload, top: int = 3):
 
 # --- Models ----------------------------------------------------------------------------------------
 
-MODEL_COLUMNS = ["model", "pretext", "pretext accuracy", "probe top-1 by tap", "best tap", "random init, best tap"]
+TAPS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+MODEL_COLUMNS = ["model", "pretext", "pretext acc.", *TAPS, "random init (best tap)"]
 
 
 def models_table(names: list[str]) -> list[list[str]]:
-    """One row per model: name, pretext, pretext accuracy, probe accuracy per tap, best tap."""
+    """One row per model: name, pretext, pretext accuracy, linear-probe top-1 (%) per tap with
+    the best tap marked *, and the best tap of the random-init baseline."""
     rows = []
     for name in names:
         cfg = model_config(name)
         pa = (cfg.get("provenance") or {}).get("pretext_accuracy") or {}
         probe = cfg.get("probe") or {}
         acc = probe.get("accuracy") or {}
-        best = max(acc.items(), key=lambda kv: kv[1], default=None)
+        best = max(acc, key=acc.get, default=None)
         rand = max(next(iter((probe.get("baselines") or {}).values()), {}).values(), default=None)
-        rows.append([cfg.get("name", name), cfg.get("pretext", "?"),
-                     _pct(pa["value"]) if "value" in pa else "",
-                     " · ".join(f"{k} {100 * v:.1f}" for k, v in acc.items()),
-                     f"{best[0]} ({_pct(best[1])})" if best else "no probe yet",
-                     _pct(rand) if rand is not None else ""])
+        taps = [f"{100 * acc[t]:.1f}{' *' if t == best else ''}" if t in acc else "" for t in TAPS]
+        rows.append([cfg.get("name", name), cfg.get("pretext", "?"), _pct(pa["value"]) if "value" in pa else "",
+                     *taps, f"{100 * rand:.1f}" if rand is not None else ""])
     return rows
 
 

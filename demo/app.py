@@ -31,6 +31,8 @@ THEME = gr.themes.Soft(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "san
                        font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
 CSS = """
 .result-summary { min-height: 3em; }
+.upload img { width: 100% !important; height: 100% !important; object-fit: contain; }
+.caption p { margin: 0 0 -0.4em 0.3em; font-weight: 600; font-size: 0.9em; }
 """
 INTRO = """# sslzoo: what did the pretext models learn?
 Classic self-supervised *pretext tasks* (predict the rotation, solve a jigsaw, locate a patch)
@@ -82,12 +84,27 @@ def safe(fn):
 
 
 def _upload(tab: str, label="Your image"):
-    return upload_image(label=label, sources=["upload", "clipboard"], height=260, elem_id=f"{tab}-upload")
+    return upload_image(label=label, sources=["upload", "clipboard"], height=260, elem_id=f"{tab}-upload",
+                        elem_classes="upload")
 
 
-def _examples(upload):
+def _scores(caption: str, **kwargs) -> gr.Label:
+    """A gr.Label of probabilities with its caption above it (a long label would cover the top class)."""
+    with gr.Column(min_width=160):
+        gr.Markdown(caption, elem_classes="caption")
+        return gr.Label(show_label=False, **kwargs)
+
+
+def _shown(caption: str, **kwargs) -> gr.Image:
+    """An output image with its caption above it (gradio's own label would cover the image's top)."""
+    with gr.Column(min_width=160):
+        gr.Markdown(caption, elem_classes="caption")
+        return gr.Image(show_label=False, format="png", buttons=["download", "fullscreen"], **kwargs)
+
+
+def _examples(tab: str, upload):
     gr.Examples(examples=[[str(p)] for p in zoo.example_images()], inputs=[upload], label="Shipped examples",
-                examples_per_page=12)
+                examples_per_page=12, elem_id=f"{tab}-examples")
 
 
 def _picker(names, label="Model"):
@@ -106,17 +123,20 @@ def _rotation_tab():
         with gr.Column(scale=2):
             model = _picker(names)
             upload = _upload("rotation")
-            turn = gr.Radio(_tabs.ANGLE_LABELS, value="0°", label="Rotate my upload (counter-clockwise) first")
+            turn = gr.Radio(_tabs.ANGLE_LABELS, value="0°", label="Rotate my upload (counter-clockwise) first",
+                            elem_id="rotation-turn")
             go = gr.Button("Predict the rotation", variant="primary")
-            _examples(upload)
+            _examples("rotation", upload)
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="rotation-summary")
             with gr.Row():
-                label = gr.Label(label="Model: which rotation is this?", num_top_classes=4, elem_id="rotation-label")
-                upright = gr.Image(label="Turned upright by the prediction", format="png", height=260)
-            gallery = gr.Gallery(label="Your image in all four rotations, each with the model's guess", columns=4,
-                                 height="auto", format="png")
-    go.click(safe(_tabs.rotation), [model, upload, turn], [gallery, label, upright, summary], api_name="rotation")
+                turned = _shown("Your image, turned (the question)", height=240)
+                label = _scores("Model: which turn is this?", num_top_classes=4, elem_id="rotation-label")
+                upright = _shown("Turned upright by the prediction", height=240)
+            gallery = gr.Gallery(label="Your image in all four rotations: turn → the model's guess (✓ right, ✗ wrong)", columns=4,
+                                 height="auto", format="png", object_fit="contain")
+    go.click(safe(_tabs.rotation), [model, upload, turn], [turned, label, upright, gallery, summary],
+             api_name="rotation")
 
 
 def _jigsaw_tab():
@@ -132,15 +152,15 @@ def _jigsaw_tab():
             with gr.Row():
                 shuffle = gr.Button("Shuffle randomly and solve", variant="primary")
                 solve = gr.Button("Solve this permutation")
-            _examples(upload)
+            _examples("jigsaw", upload)
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="jigsaw-summary")
             with gr.Row():
-                original = gr.Image(label="Original (tiles in place)", format="png")
-                shuffled = gr.Image(label="Shuffled puzzle (what the model sees)", format="png")
-                fixed = gr.Image(label="Reassembled by the top prediction", format="png")
-            label = gr.Label(label="Model: top permutations (✓ = the true one)", num_top_classes=5,
-                             elem_id="jigsaw-label")
+                original = _shown("Original (tiles in place)")
+                shuffled = _shown("Shuffled (what the model gets)")
+                fixed = _shown("Reassembled by its top guess")
+            label = _scores("Model: its top permutations (✓ = the true one)", num_top_classes=5,
+                                elem_id="jigsaw-label")
     outputs = [original, shuffled, fixed, label, perm, summary]
     solve.click(safe(_tabs.jigsaw), [model, upload, perm], outputs, api_name="jigsaw")
     shuffle.click(safe(lambda m, u: _tabs.jigsaw(m, u, None)), [model, upload], outputs, api_name="jigsaw_random")
@@ -154,17 +174,18 @@ def _relpatch_tab():
         with gr.Column(scale=2):
             model = _picker(names)
             upload = _upload("relpatch")
-            position = gr.Radio(["random", *POSITIONS], value="random", label="Which neighbour to show")
+            position = gr.Radio(["random", *POSITIONS], value="random", label="Which neighbour to show",
+                                elem_id="relpatch-position")
             go = gr.Button("Where is this patch?", variant="primary")
-            _examples(upload)
+            _examples("relpatch", upload)
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="relpatch-summary")
             with gr.Row():
-                pair = gr.Image(label="Centre patch | the neighbour (the model's input)", format="png")
-                label = gr.Label(label="Model: where is the neighbour?", num_top_classes=8, elem_id="relpatch-label")
+                pair = _shown("Centre patch | a neighbour (the model's input)")
+                label = _scores("Model: where is the neighbour?", num_top_classes=8, elem_id="relpatch-label")
             with gr.Row():
-                answer = gr.Image(label="Model's answer", format="png")
-                truth = gr.Image(label="Where the two patches really are", format="png")
+                answer = _shown("The model's answer")
+                truth = _shown("Where the two patches really are")
                 shown = gr.Textbox(label="Neighbour shown", interactive=False)
     go.click(safe(_tabs.relpatch), [model, upload, position], [pair, label, answer, truth, shown, summary],
              api_name="relpatch")
@@ -181,13 +202,13 @@ def _classify_tab():
             layer = gr.Radio(layers, value=layers[-1], label="Tap whose probe classifies")
             upload = _upload("classify")
             go = gr.Button("Classify", variant="primary")
-            _examples(upload)
+            _examples("classify", upload)
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="classify-summary")
             with gr.Row():
-                label = gr.Label(label="Linear probe: top 3", num_top_classes=3, elem_id="classify-label")
-                view = gr.Image(label="What the model sees", format="png", height=220)
-            plot = gr.Image(value=probe_plot(names[0]), label="Probe top-1 by layer (this model vs random init)")
+                label = _scores("Linear probe: top 3 classes", num_top_classes=3, elem_id="classify-label")
+                view = _shown("What the model sees", height=220)
+            plot = _shown("Linear-probe top-1 by layer: this model vs random init", value=probe_plot(names[0]))
 
     def pick(name):
         taps = _tabs.probe_layers(name)
@@ -202,14 +223,14 @@ def _models_tab():
     if not names:
         return _missing("")
     gr.Dataframe(value=_tabs.models_table(names), headers=_tabs.MODEL_COLUMNS, interactive=False, wrap=True,
-                 label="The zoo on this machine (linear-probe top-1 on Fashion-MNIST test, %)")
+                 label="The zoo on this machine: linear-probe top-1 (%) on frozen features per tap, best tap *")
     model = _picker(names, "Model card")
     card, plot = _tabs.model_info(names[0])
     with gr.Row():
         with gr.Column(scale=3):
             card_md = gr.Markdown(card, elem_id="model-card")
         with gr.Column(scale=2):
-            plot_img = gr.Image(plot, label="Linear-probe top-1 by layer")
+            plot_img = _shown("Linear-probe top-1 by layer", value=plot)
     model.change(safe(_tabs.model_info), [model], [card_md, plot_img], api_name="model_info")
 
 

@@ -82,19 +82,21 @@ def test_models_tab_card_without_front_matter_and_plot():
     rows = _tabs.models_table(_core.models_for())
     assert len(rows) == len(_core.models_for()) and all(len(r) == len(_tabs.MODEL_COLUMNS) for r in rows)
     rot_row = next(r for r in rows if r[0].startswith(ROT))
-    assert rot_row[1] == "rotation" and rot_row[2].endswith("%") and "conv5" in rot_row[3]
+    assert rot_row[1] == "rotation" and rot_row[2].endswith("%")
+    assert [c.endswith(" *") for c in rot_row[3:8]] == [False, True, False, False, False]  # conv2 is its best tap
 
 
 # --- the tab functions -----------------------------------------------------------------------------
 
 def test_rotation_finds_the_turn_and_turns_back():
-    gallery, label, upright, summary = _tabs.rotation(ROT, BOOT, "90°")
+    turned, label, upright, gallery, summary = _tabs.rotation(ROT, BOOT, "90°")
     assert next(iter(label)) == "90°" and label["90°"] > 0.9  # the model knows a turned Fashion-MNIST image
     assert abs(sum(label.values()) - 1) < 1e-4 and set(label) == set(_tabs.ANGLE_LABELS)
     base = gallery[0][0]
+    assert _same(turned, base.rotate(90)) and _same(gallery[1][0], turned)
     assert _same(upright, base)  # predicted 90 -> turned back by 90 = the upload, upright
-    assert [c.split(":")[0] for _, c in gallery] == [f"turned {a}" for a in _tabs.ANGLE_LABELS]
-    assert _same(gallery[1][0], base.rotate(90)) and "you turned it by 90°: right" in summary
+    assert [c.split(" →")[0] for _, c in gallery] == _tabs.ANGLE_LABELS
+    assert "you turned it by 90°: right" in summary
     assert _tabs.parse_turn(270) == _tabs.parse_turn("270°") == 3 and _tabs.parse_turn(None) == 0
     with pytest.raises(DemoError, match="turn must be"):
         _tabs.rotation(ROT, BOOT, "45°")
@@ -147,7 +149,7 @@ def test_wrong_model_for_a_tab_is_a_message():
 
 
 def test_colour_photo_and_odd_modes(tmp_path):
-    assert len(_tabs.rotation(ROT, CAT, 0)[0]) == 4
+    assert len(_tabs.rotation(ROT, CAT, 0)[3]) == 4
     rgba = tmp_path / "wide-rgba.png"
     Image.new("RGBA", (300, 40), (255, 0, 0, 128)).save(rgba)
     i16 = tmp_path / "deep.png"
@@ -218,7 +220,7 @@ def test_api_every_endpoint(client):
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info"}
-    gallery, label, upright, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
+    turned, label, upright, gallery, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
     assert label["label"] == "270°" and len(gallery) == 4 and "right" in summary
     assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)
     *images, label, idx, summary = client.predict(JIG, handle_file(str(TROUSER)), 3, api_name="/jigsaw")
