@@ -3,13 +3,15 @@ real server on 127.0.0.1 called through gradio_client, and no connection leaving
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[dev]')")
+if importlib.util.find_spec("gradio") is None:  # not imported here: the demo sets its environment first
+    pytest.skip("the demo needs gradio (pip install -e '.[dev]')", allow_module_level=True)
 
 from sslzoo import zoo  # noqa: E402
 from sslzoo.demo import _core, _tabs  # noqa: E402
@@ -25,8 +27,14 @@ ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads(one_thread):
+def _threads_and_env(one_thread):
+    """One torch thread; and importing the app sets the demo's offline environment (HF_HUB_OFFLINE,
+    ...) in this process: put os.environ back so later test modules (and their subprocesses) don't
+    inherit it."""
+    saved = dict(os.environ)
     yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
