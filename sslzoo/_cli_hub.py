@@ -59,15 +59,18 @@ def pull(
         actual = sha256_file(weights)
         if expected and actual != expected:
             raise zoo.ZooError(f"{name}: {WEIGHTS_FILE} sha256 {actual} does not match {expected} in {CONFIG_FILE}")
-    where = "package" if directory.resolve().is_relative_to(PACKAGE_WEIGHTS.resolve()) else (
-        "hub-cache" if not Path(str(name)).is_dir() else "local")
+    from huggingface_hub import constants
+
+    resolved = directory.resolve()
+    where = ("package" if resolved.is_relative_to(PACKAGE_WEIGHTS.resolve()) else
+             "hub-cache" if resolved.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()) else "local")
     if as_json:
         print(json.dumps({"name": name, "path": str(directory), "where": where, "sha256": actual}))
         return
     if where == "package":
         print(f"{name}: ships inside the package, nothing to download: {directory}")
     elif where == "local":
-        print(f"{name}: a local directory, nothing to download: {directory}")
+        print(f"{name}: on local disk, nothing to download: {directory}")
     else:
         print(f"{name}: cached at {directory}")
     print(f"sha256 {actual} ({WEIGHTS_FILE}) verified")
