@@ -83,6 +83,18 @@ def safe(fn):
     return wrapper
 
 
+def _run(button: gr.Button, fn, inputs, outputs, api_name: str, keep=()):
+    """button -> clear the outputs (so an error never sits on top of the previous image's results),
+    then the tab function as the API endpoint ``api_name``."""
+    cleared = [o for o in outputs if o not in keep]
+
+    def clear():
+        return [None] * len(cleared) if len(cleared) > 1 else None
+
+    button.click(clear, None, cleared, queue=False, show_progress="hidden", api_visibility="private").then(
+        safe(fn), inputs, outputs, api_name=api_name)
+
+
 def _upload(tab: str, label="Your image"):
     return upload_image(label=label, sources=["upload", "clipboard"], height=260, elem_id=f"{tab}-upload",
                         elem_classes="upload")
@@ -135,8 +147,7 @@ def _rotation_tab():
                 upright = _shown("Turned upright by the prediction", height=240)
             gallery = gr.Gallery(label="Your image in all four rotations: turn → the model's guess (✓ right, ✗ wrong)", columns=4,
                                  height="auto", format="png", object_fit="contain")
-    go.click(safe(_tabs.rotation), [model, upload, turn], [turned, label, upright, gallery, summary],
-             api_name="rotation")
+    _run(go, _tabs.rotation, [model, upload, turn], [turned, label, upright, gallery, summary], "rotation")
 
 
 def _jigsaw_tab():
@@ -162,8 +173,12 @@ def _jigsaw_tab():
             label = _scores("Model: its top permutations (✓ = the true one)", num_top_classes=5,
                                 elem_id="jigsaw-label")
     outputs = [original, shuffled, fixed, label, perm, summary]
-    solve.click(safe(_tabs.jigsaw), [model, upload, perm], outputs, api_name="jigsaw")
-    shuffle.click(safe(lambda m, u: _tabs.jigsaw(m, u, None)), [model, upload], outputs, api_name="jigsaw_random")
+    _run(solve, _tabs.jigsaw, [model, upload, perm], outputs, "jigsaw", keep=[perm])
+
+    def jigsaw_random(model_name, upload):
+        return _tabs.jigsaw(model_name, upload, None)
+
+    _run(shuffle, jigsaw_random, [model, upload], outputs, "jigsaw_random", keep=[perm])
 
 
 def _relpatch_tab():
@@ -187,8 +202,7 @@ def _relpatch_tab():
                 answer = _shown("The model's answer")
                 truth = _shown("Where the two patches really are")
                 shown = gr.Textbox(label="Neighbour shown", interactive=False)
-    go.click(safe(_tabs.relpatch), [model, upload, position], [pair, label, answer, truth, shown, summary],
-             api_name="relpatch")
+    _run(go, _tabs.relpatch, [model, upload, position], [pair, label, answer, truth, shown, summary], "relpatch")
 
 
 def _classify_tab():
@@ -215,7 +229,7 @@ def _classify_tab():
         return gr.Radio(choices=taps, value=taps[-1] if taps else None), probe_plot(name)
 
     model.change(safe(pick), [model], [layer, plot], api_visibility="private")
-    go.click(safe(_tabs.classify), [model, layer, upload], [label, view, plot, summary], api_name="classify")
+    _run(go, _tabs.classify, [model, layer, upload], [label, view, plot, summary], "classify", keep=[plot])
 
 
 def _models_tab():

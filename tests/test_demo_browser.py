@@ -122,6 +122,8 @@ def test_bad_upload_shows_the_reason_not_a_traceback(page, tmp_path):
     page.locator("#rotation-upload input[type=file]").set_input_files(str(notes))
     page.get_by_role("button", name="Predict the rotation").click()
     page.get_by_text("notes.png: not an image").first.wait_for()
+    page.wait_for_timeout(600)  # let the toast finish fading in for the screenshot
+    assert "says" not in page.locator("#rotation-summary").inner_text()  # no stale result under the error
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and "File \"" not in body
     _shot(page, tmp_path, "error")
