@@ -14,7 +14,7 @@ def demo(
 ):
     """Serve the Gradio web demo: rotation, jigsaw, relative patch, linear-probe classify, model cards.
 
-    Offline: analytics off, no Hub access, never shared; needs `pip install "sslzoo[demo]"`."""
+    Offline: analytics off, no Hub access, never shared; needs `pip install 'sslzoo\\[demo]'`."""
     try:
         from sslzoo.demo.app import launch  # sets the offline environment, then imports gradio
     except ImportError as e:

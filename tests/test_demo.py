@@ -221,6 +221,18 @@ def test_cli_entry_points():
     assert (args.host, args.port, args.concurrency) == ("0.0.0.0", 8123, 2)
 
 
+def test_port_in_use_is_an_error_not_a_hang():
+    import socket
+
+    from sslzoo.demo import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(OSError, match="port"):
+            app.launch("127.0.0.1", s.getsockname()[1], block=False, quiet=True)
+
+
 # --- the real server -------------------------------------------------------------------------------
 
 def test_api_every_endpoint(client):
