@@ -3,7 +3,8 @@
 The Hub side is tests/_hub_server.py on 127.0.0.1 (stdlib HTTP, files inline), the client the real
 huggingface_hub. Each measured step runs in a fresh Python process (huggingface_hub reads
 HF_ENDPOINT at import time) that reports the time of the step itself (after imports) and its own
-peak RSS; the steps are interleaved ``--repeats`` times and medians are printed, next to baselines
+peak RSS (huggingface_hub's client modules are imported before the clock in every step, so
+'step' is the operation itself and 'process' the whole command); the steps are interleaved ``--repeats`` times and medians are printed, next to baselines
 measured in the same run:
 
     copy      shutil.copytree of the model directory (what publishing moves, as local I/O)
@@ -41,7 +42,7 @@ CHILD = """
 import json, resource, sys, time
 op, arg, arg2 = sys.argv[1], sys.argv[2], sys.argv[3]
 from sslzoo import zoo
-import huggingface_hub  # imported before the clock in every step alike
+from huggingface_hub import HfApi, ModelCard, snapshot_download  # noqa: F401  (lazy module: import before the clock, every step alike)
 t = time.perf_counter()
 if op == "load":
     m = zoo.load(arg)
