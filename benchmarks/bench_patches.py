@@ -1,15 +1,18 @@
 """Patch pretexts: batch construction images/s, batched tensor ops vs per-sample PIL (target >= 20x).
 
-Both sides start from the same uint8 28x28 Fashion-MNIST images and end with the pretext's
+All sides start from the same uint8 28x28 Fashion-MNIST images and end with the pretext's
 (inputs, targets) tensors, built the same way:
-  tensor: the loop's ``to_model_input`` (resize to 64, normalise) + the plug-in's ``make_batch``
-          (one interpolate to the 228-px grid, unfold-view gather of every tile, per-tile
-          normalisation, all batched);
-  PIL:    the authors' loaders, image by image: PIL resize to the 228-px grid, crop each tile at
-          its jittered offset, per-tile normalisation in numpy, shuffle (jigsaw) or pick the
-          neighbour (relative patch), stack. It resizes once (28 -> 228), a little less work
-          than the tensor path's 28 -> 64 -> 228.
-Timed in the same run, alternating, best of --repeats. Small tensor ops are erratic when the
+  tensor:  the loop's ``to_model_input`` (resize to 64, normalise) + the plug-in's ``make_batch``
+           (per tile two small batched matmuls = the bilinear resize to the 228-px grid restricted
+           to the tile, per-tile normalisation from the factors, all batched);
+  authors: the authors' loaders as written (bbrattoli/JigsawPuzzlePytorch's JigsawImageLoader),
+           image by image: PIL resize to the 228-px grid, per tile a PIL crop of its cell, torchvision
+           RandomCrop(tile), ToTensor, the tile's mean/std, transforms.Normalize; shuffle (jigsaw)
+           or pick the neighbour (relative patch); torch.stack. (No colour jitter: gray input.)
+  lean:    the same cuts per sample with PIL crops and numpy normalisation instead of torchvision
+           transforms (faster than the authors' code; shown so the ratio is not only against it).
+The per-sample sides resize once (28 -> 228), a little less work than the tensor path's
+28 -> 64 -> 228. Timed in the same run, alternating, best of --repeats. Small tensor ops are erratic when the
 machine is busy, so it runs with --threads 1 by default (the same for both sides).
 
     python benchmarks/bench_patches.py [--batch-size 128] [--repeats 7] [--threads 1] [--device cpu]
@@ -22,6 +25,7 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import transforms as T
 
 from sslzoo import zoo
 from sslzoo.training.augment import to_model_input
@@ -41,6 +45,38 @@ def _pil_tile(grid: Image.Image, cell: int, rng: np.random.Generator) -> np.ndar
     mean, std = arr.mean(axis=(1, 2), keepdims=True), arr.std(axis=(1, 2), keepdims=True)
     std[std == 0] = 1
     return (arr - mean) / std
+
+
+def _authors_tile(grid: Image.Image, cell: int, crop: T.RandomCrop) -> torch.Tensor:
+    """One tile the way JigsawImageLoader makes it: cell crop -> RandomCrop -> ToTensor -> Normalize(mean, std)."""
+    r, c = divmod(cell, 3)
+    tile = T.functional.to_tensor(crop(grid.crop((c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL))))
+    m, s = tile.mean().item(), tile.std().item()
+    return T.Normalize(mean=[m] * tile.shape[0], std=[s if s > 0 else 1.0] * tile.shape[0])(tile)
+
+
+def authors_jigsaw(images: np.ndarray, perms: np.ndarray, rng: np.random.Generator):
+    """Jigsaw batch with the authors' per-sample, per-tile torchvision loader: (N x 9 x 1 x t x t, N)."""
+    crop, xs, ys = T.RandomCrop(TILE), [], []
+    for img in images:
+        grid = Image.fromarray(img).resize((3 * CELL, 3 * CELL), Image.Resampling.BILINEAR)
+        tiles = [_authors_tile(grid, k, crop) for k in range(9)]
+        index = int(rng.integers(len(perms)))
+        xs.append(torch.stack([tiles[k] for k in perms[index]]))
+        ys.append(index)
+    return torch.stack(xs), torch.tensor(ys)
+
+
+def authors_relpatch(images: np.ndarray, rng: np.random.Generator):
+    """Relative-patch batch, each patch made as ``_authors_tile``: (N x 2 x 1 x t x t, N)."""
+    crop, xs, ys = T.RandomCrop(TILE), [], []
+    for img in images:
+        grid = Image.fromarray(img).resize((3 * CELL, 3 * CELL), Image.Resampling.BILINEAR)
+        pos = int(rng.integers(8))
+        xs.append(torch.stack([_authors_tile(grid, relpatch.CENTRE, crop),
+                               _authors_tile(grid, relpatch.NEIGHBOURS[pos], crop)]))
+        ys.append(pos)
+    return torch.stack(xs), torch.tensor(ys)
 
 
 def pil_jigsaw(images: np.ndarray, perms: np.ndarray, rng: np.random.Generator):
@@ -81,7 +117,8 @@ def main():
     images_dev, images_np = images.to(device), images[:, 0].numpy()
     print(f"device {device}, {torch.get_num_threads()} torch thread(s), batch {args.batch_size} Fashion-MNIST images, "
           f"tiles {TILE} px in {CELL}-px cells, best of {args.repeats}")
-    print(f"{'':16s}{'tensor ms':>11s}{'img/s':>10s}{'PIL ms':>10s}{'img/s':>9s}{'ratio':>8s}")
+    print(f"{'':16s}{'tensor ms':>10s}{'img/s':>8s} | {'authors ms':>10s}{'img/s':>7s}{'ratio':>7s} | "
+          f"{'lean ms':>8s}{'img/s':>7s}{'ratio':>7s}")
 
     def sync():
         if device.type == "cuda":
@@ -97,24 +134,26 @@ def main():
             x = to_model_input(images_dev, model.data_config)
             return pretext.make_batch(x, torch.Generator().manual_seed(step))
 
-        def pil_batch(step):
+        def authors_batch(step):
+            return authors_jigsaw(images_np, perms, rng) if perms is not None else authors_relpatch(images_np, rng)
+
+        def lean_batch(step):
             return pil_jigsaw(images_np, perms, rng) if perms is not None else pil_relpatch(images_np, rng)
 
-        t_shape, p_shape = tensor_batch(0)[0].shape, pil_batch(0)[0].shape  # warm-up
-        assert t_shape == p_shape, (t_shape, p_shape)
-        tensor_s, pil_s = [], []
-        for step in range(args.repeats):  # alternate, so both see the same machine load
-            sync(); t0 = time.perf_counter()
-            tensor_batch(step)
-            sync(); t1 = time.perf_counter()
-            pil_batch(step)
-            t2 = time.perf_counter()
-            tensor_s.append(t1 - t0)
-            pil_s.append(t2 - t1)
-        t, p = min(tensor_s), min(pil_s)
+        sides = {"tensor": tensor_batch, "authors": authors_batch, "lean": lean_batch}
+        shapes = {k: f(0)[0].shape for k, f in sides.items()}  # warm-up
+        assert len(set(shapes.values())) == 1, shapes
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        for step in range(args.repeats):  # alternate, so all sides see the same machine load
+            for k, f in sides.items():
+                sync(); t0 = time.perf_counter()
+                f(step)
+                sync(); times[k].append(time.perf_counter() - t0)
+        t, a, p = (min(times[k]) for k in ("tensor", "authors", "lean"))
         b = args.batch_size
-        print(f"{model.pretext:16s}{1e3 * t:11.1f}{b / t:10.0f}{1e3 * p:10.1f}{b / p:9.0f}{p / t:7.1f}x")
-    print("ratio = per-sample PIL time / batched tensor time for the same batch (target >= 20x)")
+        print(f"{model.pretext:16s}{1e3 * t:10.1f}{b / t:8.0f} | {1e3 * a:10.1f}{b / a:7.0f}{a / t:6.1f}x | "
+              f"{1e3 * p:8.1f}{b / p:7.0f}{p / t:6.1f}x")
+    print("ratio = per-sample time / batched tensor time for the same batch (target >= 20x against the authors' loader)")
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ class Jigsaw(_Classification):
         # x: B x C x H x W -> inputs B x 9 x C x t x t (position i shows cell perm[i]), targets B (0..P-1)
         index = torch.randint(0, len(self.permutations), (x.shape[0],), generator=gen)  # B
         x = patches.random_grayscale(x, self.grayscale_p, gen)  # per image; no-op for 1 channel
-        tiles = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=self.permutations[index])
-        return patches.normalize_tiles(tiles), index.to(x.device)
+        tiles = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=self.permutations[index],
+                                  normalize=True)  # B x 9 x C x t x t, each tile zero mean, unit std
+        return tiles, index.to(x.device)
 
 
 class RelativePatch(_Classification):
@@ -79,7 +80,11 @@ class RelativePatch(_Classification):
     def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None):
         # x: B x C x H x W -> inputs B x 2 x C x t x t (centre, neighbour), targets B (0..7)
         positions = torch.randint(0, len(relpatch.NEIGHBOURS), (x.shape[0],), generator=gen)  # B
-        pairs = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=relpatch.pair_cells(positions))
+        cells = relpatch.pair_cells(positions)
+        if x.shape[1] == 1:  # gray input: no colour steps, normalised while cutting
+            return patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=cells, normalize=True), \
+                positions.to(x.device)
+        pairs = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=cells)
         return relpatch.prepare_pairs(pairs, gen), positions.to(x.device)
 
 

@@ -2,9 +2,9 @@
 Patch Location (Doersch, Gupta & Efros, ICCV 2015).
 
 Both cut square tiles out of a 3x3 grid laid over the image. ``cut_tiles`` does it for a whole
-batch at once with tensor ops (one ``F.interpolate`` to the grid size, then a strided ``unfold``
-view indexed at every tile's corner), on whatever device the batch is on; no PIL, no loop over
-images. Per-tile normalisation, grayscale and a small MLP builder are here too, so the two
+batch at once with tensor ops (each tile two small batched matmuls over its source window: the
+bilinear resize to the grid restricted to that tile), on whatever device the batch is on; no PIL,
+no loop over images. Per-tile normalisation, grayscale and a small MLP builder are here too, so the two
 pretexts share every piece that is not specific to them.
 
 Geometry (``cell`` and ``tile`` in px of the grid image)
@@ -35,6 +35,8 @@ Sizes for the 28x28 Fashion-MNIST zoo entries: ``tile = 64``, ``cell = 76`` (gri
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,8 +53,38 @@ def check_geometry(cell: int, tile: int) -> None:
         raise ValueError(f"tile cutting needs integers 1 <= tile <= cell, got cell={cell!r}, tile={tile!r}")
 
 
+VAR_FLOOR = 1e-10  # tiles with a smaller variance (in normalised-input units) are flat: set to 0
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_bands_cpu(n: int, size: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear resize n -> size px (``F.interpolate``, align_corners=False) as a matrix R
+    (size x n), cut into its tile-row blocks: for each start s = 0 .. size - tile, the nonzero band
+    of R[s:s+tile] (tile x w, w the widest band) and the source index where the band starts."""
+    out = torch.arange(size, dtype=torch.float64)
+    src = ((out + 0.5) * (n / size) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n - 1)
+    i1 = (i0 + 1).clamp(max=n - 1)
+    frac = src - i0
+    r = torch.zeros(size, n, dtype=torch.float64)
+    r[out.long(), i0] += 1 - frac
+    r[out.long(), i1] += frac
+    starts = torch.arange(size - tile + 1)
+    first, last = i0[starts], i1[starts + tile - 1]  # source span of each block
+    width = int((last - first).max()) + 1
+    first = first.clamp(max=n - width)
+    cols = first[:, None] + torch.arange(width)  # S x w
+    bands = r[(starts[:, None] + torch.arange(tile))[:, :, None], cols[:, None, :]]  # S x t x w
+    return bands.float(), first
+
+
+def _resize_bands(n: int, size: int, tile: int, dtype: torch.dtype, device: torch.device):
+    bands, first = _resize_bands_cpu(n, size, tile)
+    return bands.to(device, dtype), first.to(device)
+
+
 def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch.Generator | None = None,
-              cells: torch.Tensor | None = None) -> torch.Tensor:
+              cells: torch.Tensor | None = None, normalize: bool = False) -> torch.Tensor:
     """Cut ``tile``-px tiles from the 3x3 grid of ``cell``-px cells laid over each image.
 
     x: B x C x H x W (any H, W: resized to the 3 * cell px grid image, bilinear).
@@ -60,7 +92,15 @@ def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch
     order of the output. None: all nine cells in row-major order (K = 9).
     gen: draws each tile's jitter (offset 0 .. cell - tile per axis, on the CPU, so a run is
     reproducible on any device); None: the deterministic centre crop.
+    normalize: return ``normalize_tiles`` of the tiles, computed without a second pass.
     Returns B x K x C x tile x tile on x's device.
+
+    An input already at the grid size is indexed directly (a strided view, exact copies). Any other
+    size is never resized as a whole: bilinear resizing is separable, ``grid = R_y @ x @ R_x^T``,
+    so each tile is ``R_y[top:top+t] @ x @ R_x[left:left+t]^T``, and those row blocks of R are bands
+    only ~t * H / (3 cell) + 2 source px wide. Each tile is then two small matmuls over its source
+    window (batched over all tiles), the same numbers as ``F.interpolate`` to the grid and cropping
+    (to float rounding) at ~1/4 of the work and memory traffic.
     """
     check_geometry(cell, tile)
     if x.dim() != 4:
@@ -73,19 +113,43 @@ def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch
         raise ValueError(f"cells must be B x K = {b} x K, got shape {tuple(cells.shape)}")
     k = cells.shape[1]
     size = GRID * cell
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # B x C x 3cell x 3cell
     if gen is None:
         offsets = torch.full((b, k, 2), (cell - tile) // 2, dtype=torch.long)
     else:
         offsets = torch.randint(0, cell - tile + 1, (b, k, 2), generator=gen)  # B x K x (dy, dx)
     offsets = offsets.to(device)
-    top = torch.div(cells, GRID, rounding_mode="floor") * cell + offsets[..., 0]  # B x K
+    top = torch.div(cells, GRID, rounding_mode="floor") * cell + offsets[..., 0]  # B x K, in grid px
     left = cells % GRID * cell + offsets[..., 1]  # B x K
-    # every tile-px window of the grid image as a view: B x C x n x n x tile x tile (no copy)
-    windows = x.unfold(2, tile, 1).unfold(3, tile, 1)
     rows = torch.arange(b, device=device)[:, None]  # B x 1
-    return windows[rows, :, top, left]  # B x K x C x tile x tile
+    if tuple(x.shape[-2:]) == (size, size):
+        # every tile-px window of the grid image as a view: B x C x n x n x tile x tile (no copy)
+        tiles = x.unfold(2, tile, 1).unfold(3, tile, 1)[rows, :, top, left]  # B x K x C x tile x tile
+        return normalize_tiles(tiles) if normalize else tiles
+    ry, y0 = _resize_bands(x.shape[-2], size, tile, x.dtype, device)  # S x t x wy, S  (S = size - t + 1 starts)
+    rx, x0 = _resize_bands(x.shape[-1], size, tile, x.dtype, device)
+    wy, wx = ry.shape[-1], rx.shape[-1]
+    c = x.shape[1]
+
+    def per_channel(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # S x p x q -> BKC x p x q
+        return table[index][:, :, None].expand(b, k, c, *table.shape[1:]).reshape(-1, *table.shape[1:])
+
+    src = x.unfold(2, wy, 1).unfold(3, wx, 1)[rows, :, y0[top], x0[left]]  # B x K x C x wy x wx source windows
+    src = src.reshape(-1, wy, wx)  # BKC x wy x wx
+    ry_t, rx_t = per_channel(ry, top), per_channel(rx.transpose(-1, -2).contiguous(), left)  # t x wy, wx x t
+    # (flat bmm batches: ~2x faster on CPU than broadcasting 5-D matmul)
+    if not normalize:
+        return torch.bmm(ry_t, torch.bmm(src, rx_t)).view(b, k, c, tile, tile)
+    # Rows of R sum to 1, so subtracting a constant from a window subtracts it from every tile pixel:
+    # centre each window first, so the one-pass variance below has no cancellation; the mean comes
+    # from the factors (tile = ry_t @ m).
+    src = src - src.mean((-2, -1), keepdim=True)
+    m = torch.bmm(src, rx_t)  # BKC x wy x t
+    n = tile * tile
+    mean = (ry_t.sum(-2, keepdim=True) @ m).sum(-1, keepdim=True) / n  # BKC x 1 x 1
+    tiles = torch.bmm(ry_t, m)  # BKC x t x t
+    var = torch.linalg.vector_norm(tiles, dim=(-2, -1), keepdim=True).square_() / n - mean.square()
+    inv_std = torch.where(var > VAR_FLOOR, var, torch.ones_like(var)).rsqrt()  # flat tile -> all 0
+    return tiles.sub_(mean).mul_(inv_std).view(b, k, c, tile, tile)
 
 
 def normalize_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
