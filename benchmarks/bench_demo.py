@@ -3,9 +3,11 @@
 (a) Latency: one gradio_client calls each endpoint ``--n`` times in a row against one server
     (``python -m sslzoo.demo`` in a subprocess on 127.0.0.1, CPU) with a shipped Fashion-MNIST
     example (uploaded on every call, as a browser does); p50 / p95 per endpoint. Baselines measured
-    in this process in the same run: the tab's Python function (decode, model, display images)
-    and the bare model forward it makes; the ratios say what gradio (upload, queue, events over
-    SSE, PNG encoding of the outputs) adds.
+    in the same run, interleaved call by call: the same request as raw HTTP (upload, then gradio's
+    REST ``/gradio_api/call`` and its SSE answer, with httpx: no client library), the tab's Python
+    function in this process (decode, model, display images) and the bare model forward it makes.
+    client / raw is what gradio_client adds; raw / tab fn what the server adds (upload, queue,
+    events, PNG encoding of the output images).
 (b) Throughput: ``--clients`` threads, each with its own gradio_client, call the endpoints
     round-robin for ``--seconds``; requests/s, p50 / p95 under load, and errors (target: 0).
 
@@ -125,6 +127,30 @@ def main():
     def call_args(spec):
         return [handle_file(img) if a == "upload" else a for a in spec]
 
+    import httpx
+
+    http = None  # set once the server is up
+
+    def raw_call(name, spec):
+        """The request as a browser makes it: upload the file, POST the call, read the SSE answer."""
+        data = []
+        for a in spec:
+            if a == "upload":
+                with open(img, "rb") as f:
+                    path = http.post("/gradio_api/upload", files={"files": (Path(img).name, f, "image/png")}).json()[0]
+                a = {"path": path, "orig_name": Path(img).name, "meta": {"_type": "gradio.FileData"}}
+            data.append(a)
+        event_id = http.post(f"/gradio_api/call{name}", json={"data": data}).json()["event_id"]
+        event = None
+        with http.stream("GET", f"/gradio_api/call{name}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                    if event == "error":
+                        raise RuntimeError(f"{name}: error event")
+        if event != "complete":
+            raise RuntimeError(f"{name}: no complete event ({event})")
+
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench-demo-"))
     port = args.port or _free_port()
@@ -136,30 +162,34 @@ def main():
           f"1 torch thread in this process and the server")
     try:
         client = Client(url, verbose=False, download_files=False)
+        http = httpx.Client(base_url=url.rstrip("/"), timeout=120)
         # (a) latency, sequential
-        print(f"\n(a) latency, {args.n} sequential calls per endpoint, one client (ms)")
-        print(f"{'endpoint':12} {'p50':>8} {'p95':>8} | {'tab fn p50':>10} {'forward p50':>11} | "
-              f"{'endpoint/fn':>11} {'endpoint/fwd':>12}")
+        print(f"\n(a) latency, {args.n} sequential calls per endpoint (ms; ratios of p50s)")
+        print(f"{'endpoint':12} {'client p50':>10} {'p95':>7} | {'raw HTTP p50':>12} {'p95':>7} | {'tab fn':>7} "
+              f"{'forward':>8} | {'client/raw':>10} {'raw/fn':>7} {'raw/fwd':>8}")
         seq = {}
         for name, (spec, fn, fwd) in endpoints.items():
             for _ in range(3):  # warm up (and first-call caches)
                 client.predict(*call_args(spec), api_name=name)
+                raw_call(name, spec)
                 fn()
                 fwd and fwd()
-            lat, fn_t, fwd_t = [], [], []
-            for _ in range(args.n):  # interleaved, so drifting machine load hits all three alike
+            lat, raw_t, fn_t, fwd_t = [], [], [], []
+            for _ in range(args.n):  # interleaved, so drifting machine load hits all four alike
                 t = time.perf_counter()
                 client.predict(*call_args(spec), api_name=name)
                 lat.append(time.perf_counter() - t)
+                raw_t += _time(lambda: raw_call(name, spec), 1)
                 fn_t += _time(fn, 1)
                 if fwd:
                     fwd_t += _time(fwd, 1)
             seq[name] = lat
             p50, p95 = _stats(lat)
+            r50, r95 = _stats(raw_t)
             f50 = _stats(fn_t)[0]
             w50 = _stats(fwd_t)[0] if fwd_t else float("nan")
-            print(f"{name:12} {p50:8.1f} {p95:8.1f} | {f50:10.1f} {w50:11.1f} | {p50 / f50:11.1f}x "
-                  f"{(p50 / w50 if fwd_t else float('nan')):11.1f}x")
+            print(f"{name:12} {p50:10.1f} {p95:7.1f} | {r50:12.1f} {r95:7.1f} | {f50:7.1f} {w50:8.1f} | "
+                  f"{p50 / r50:9.1f}x {r50 / f50:6.1f}x {r50 / w50:7.1f}x")
 
         # (b) throughput, concurrent clients
         names = list(endpoints)
