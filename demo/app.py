@@ -142,9 +142,9 @@ def _rotation_tab():
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="rotation-summary")
             with gr.Row():
-                turned = _shown("Your image, turned (the question)", height=240)
+                turned = _shown("Your image, turned", height=240)
                 label = _scores("Model: which turn is this?", num_top_classes=4, elem_id="rotation-label")
-                upright = _shown("Turned upright by the prediction", height=240)
+                upright = _shown("Turned back by its guess", height=240)
             gallery = gr.Gallery(label="Your image in all four rotations: turn → the model's guess (✓ right, ✗ wrong)", columns=4,
                                  height="auto", format="png", object_fit="contain")
     _run(go, _tabs.rotation, [model, upload, turn], [turned, label, upright, gallery, summary], "rotation")
@@ -196,11 +196,11 @@ def _relpatch_tab():
         with gr.Column(scale=3):
             summary = gr.Markdown(elem_classes="result-summary", elem_id="relpatch-summary")
             with gr.Row():
-                pair = _shown("Centre patch | a neighbour (the model's input)")
+                pair = _shown("Centre patch | a neighbour (its input)")
                 label = _scores("Model: where is the neighbour?", num_top_classes=8, elem_id="relpatch-label")
             with gr.Row():
                 answer = _shown("The model's answer")
-                truth = _shown("Where the two patches really are")
+                truth = _shown("Where they really are")
                 shown = gr.Textbox(label="Neighbour shown", interactive=False)
     _run(go, _tabs.relpatch, [model, upload, position], [pair, label, answer, truth, shown, summary], "relpatch")
 
