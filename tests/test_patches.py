@@ -116,6 +116,21 @@ def test_cut_tiles_positions_jitter_and_centre_mode():
         patches.cut_tiles(x, cell=60, tile=64)
 
 
+@pytest.mark.parametrize("size", [28, 64, 300])
+def test_tiles_of_other_sizes_equal_resizing_to_the_grid_then_cropping(size):
+    # the per-tile band matmuls must give what F.interpolate to the grid + crop gives, for up- and downsizing
+    x = torch.randn(3, 2, size, size, generator=torch.Generator().manual_seed(size))
+    cells = torch.stack([torch.randperm(9, generator=torch.Generator().manual_seed(i)) for i in range(3)])
+    grid = F.interpolate(x, size=(GRID_PX, GRID_PX), mode="bilinear", align_corners=False)
+    via_grid = patches.cut_tiles(grid, gen=torch.Generator().manual_seed(5), cells=cells)
+    direct = patches.cut_tiles(x, gen=torch.Generator().manual_seed(5), cells=cells)
+    assert torch.allclose(direct, via_grid, atol=1e-4)
+    fused = patches.cut_tiles(x, gen=torch.Generator().manual_seed(5), cells=cells, normalize=True)
+    assert torch.allclose(fused, patches.normalize_tiles(via_grid), atol=1e-3)
+    flat = patches.cut_tiles(torch.full((1, 1, size, size), 0.3), normalize=True)  # blank: 0, not noise blown up
+    assert torch.equal(flat, torch.zeros_like(flat))
+
+
 def test_per_tile_normalisation_and_grayscale():
     t = torch.randn(2, 9, 3, 8, 8) * 5 + 3
     n = patches.normalize_tiles(t)
@@ -147,7 +162,7 @@ def test_jigsaw_plugin_shuffles_tiles_by_the_target_permutation(jigsaw_model):
 def test_puzzle_predict_reassemble_round_trip(jigsaw_model):
     m = jigsaw_model
     image = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(2))
-    in_place = patches.normalize_tiles(patches.cut_tiles(image[None]))[0]  # 9 x 1 x t x t, cell order
+    in_place = patches.cut_tiles(image[None], normalize=True)[0]  # 9 x 1 x t x t, cell order
     tiles, index = jigsaw.make_puzzle(image, 123, m)
     assert index == 123 and tiles.shape == (9, 1, TILE, TILE)
     assert not torch.equal(tiles, in_place)

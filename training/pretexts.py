@@ -80,12 +80,8 @@ class RelativePatch(_Classification):
     def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None):
         # x: B x C x H x W -> inputs B x 2 x C x t x t (centre, neighbour), targets B (0..7)
         positions = torch.randint(0, len(relpatch.NEIGHBOURS), (x.shape[0],), generator=gen)  # B
-        cells = relpatch.pair_cells(positions)
-        if x.shape[1] == 1:  # gray input: no colour steps, normalised while cutting
-            return patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=cells, normalize=True), \
-                positions.to(x.device)
-        pairs = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=cells)
-        return relpatch.prepare_pairs(pairs, gen), positions.to(x.device)
+        pairs = relpatch.cut_pairs(x, relpatch.pair_cells(positions), cell=self.cell, tile=self.tile, gen=gen)
+        return pairs, positions.to(x.device)
 
 
 PRETEXTS = {"rotation": Rotation, "jigsaw": Jigsaw, "relative-patch": RelativePatch}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .patches import CELL, NUM_CELLS, TILE, check_geometry, cut_tiles, grid_image, mlp, normalize_tiles, tile_features
+from .patches import CELL, NUM_CELLS, TILE, check_geometry, cut_tiles, grid_image, mlp, tile_features
 
 NUM_PERMUTATIONS = 1000  # the paper's main setting (100 is its cheaper variant)
 
@@ -188,8 +188,8 @@ def make_puzzle(image: torch.Tensor, perm_index: int | None = None, source: Perm
     if not 0 <= perm_index < len(perms):
         raise ValueError(f"perm_index {perm_index} out of range for a set of {len(perms)} permutations")
     cells = perms[perm_index].to(image.device)[None]  # 1 x 9: position i shows cell perm[i]
-    tiles = cut_tiles(image[None], cell=cell, tile=tile, cells=cells)[0]  # 9 x C x t x t
-    return (normalize_tiles(tiles) if normalize else tiles), perm_index
+    tiles = cut_tiles(image[None], cell=cell, tile=tile, cells=cells, normalize=normalize)[0]  # 9 x C x t x t
+    return tiles, perm_index
 
 
 def predicted_permutation(logits: torch.Tensor, source: PermSource) -> torch.Tensor:

@@ -148,8 +148,14 @@ def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch
     mean = (ry_t.sum(-2, keepdim=True) @ m).sum(-1, keepdim=True) / n  # BKC x 1 x 1
     tiles = torch.bmm(ry_t, m)  # BKC x t x t
     var = torch.linalg.vector_norm(tiles, dim=(-2, -1), keepdim=True).square_() / n - mean.square()
-    inv_std = torch.where(var > VAR_FLOOR, var, torch.ones_like(var)).rsqrt()  # flat tile -> all 0
+    inv_std = _inv_std(var, VAR_FLOOR)
     return tiles.sub_(mean).mul_(inv_std).view(b, k, c, tile, tile)
+
+
+def _inv_std(var: torch.Tensor, floor: float) -> torch.Tensor:
+    """1 / std, and 0 for a flat tile (var <= floor): its centred pixels, rounding residue of
+    subtracting the mean, must come out exactly 0 rather than be blown up or kept."""
+    return torch.where(var > floor, var.clamp_min(floor).rsqrt(), torch.zeros_like(var))
 
 
 def normalize_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -162,7 +168,7 @@ def normalize_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     # two passes (mean, then the norm of the centred tile): ~8x faster on CPU than torch.var_mean
     centred = tiles - tiles.mean(dim=(-2, -1), keepdim=True)  # ... x C x h x w
     var = torch.linalg.vector_norm(centred, dim=(-2, -1), keepdim=True).square_() / (tiles.shape[-2] * tiles.shape[-1])
-    inv_std = torch.where(var > eps * eps, var, torch.ones_like(var)).rsqrt()  # ... x C x 1 x 1
+    inv_std = _inv_std(var, eps * eps)  # ... x C x 1 x 1
     return centred.mul_(inv_std)
 
 

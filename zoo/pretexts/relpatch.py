@@ -42,6 +42,11 @@ def drop_colour_channels(x: torch.Tensor, mask: torch.Tensor, gen: torch.Generat
     return torch.where(dropped[..., None, None], noise, x)
 
 
+def _colour_steps(channels: int, gen: torch.Generator | None, colour_p: float) -> bool:
+    """Whether the colour anti-shortcut steps apply: training (a generator), colour input, p > 0."""
+    return gen is not None and channels != 1 and colour_p > 0
+
+
 def prepare_pairs(pairs: torch.Tensor, gen: torch.Generator | None = None, colour_p: float = COLOUR_P) -> torch.Tensor:
     """Anti-shortcut steps and per-patch normalisation: pairs B x 2 x C x t x t -> same shape.
 
@@ -49,11 +54,21 @@ def prepare_pairs(pairs: torch.Tensor, gen: torch.Generator | None = None, colou
     dropped to noise (p = colour_p / 2). Without ``gen`` (inference) or with one channel only
     the normalisation is applied.
     """
-    if gen is None or pairs.shape[-3] == 1 or colour_p <= 0:
+    if not _colour_steps(pairs.shape[-3], gen, colour_p):
         return normalize_tiles(pairs)
     u = torch.rand(pairs.shape[:-3], generator=gen)  # B x 2
     pairs = normalize_tiles(grayscale(pairs, u < colour_p / 2))
     return drop_colour_channels(pairs, (u >= colour_p / 2) & (u < colour_p), gen)
+
+
+def cut_pairs(x: torch.Tensor, cells: torch.Tensor, *, cell: int = CELL, tile: int = TILE,
+              gen: torch.Generator | None = None, colour_p: float = COLOUR_P) -> torch.Tensor:
+    """Cut (centre, neighbour) pairs from a batch and prepare them as ``prepare_pairs`` does:
+    x B x C x H x W, cells B x 2 (``pair_cells``) -> B x 2 x C x t x t. Without colour steps
+    (gray input, inference) the per-patch normalisation is done while cutting (one pass)."""
+    if not _colour_steps(x.shape[1], gen, colour_p):
+        return cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells, normalize=True)
+    return prepare_pairs(cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells), gen, colour_p)
 
 
 class RelativePatchHead(nn.Module):
@@ -90,5 +105,5 @@ def make_pair(image: torch.Tensor, position: int | None = None, model: nn.Module
     if not 0 <= position < len(NEIGHBOURS):
         raise ValueError(f"position must be 0..7 ({', '.join(POSITIONS)}), got {position}")
     cells = pair_cells(torch.tensor([position], device=image.device))  # 1 x 2
-    pair = cut_tiles(image[None], cell=cell, tile=tile, cells=cells)[0]  # 2 x C x t x t
-    return (normalize_tiles(pair) if normalize else pair), position
+    pair = cut_tiles(image[None], cell=cell, tile=tile, cells=cells, normalize=normalize)[0]  # 2 x C x t x t
+    return pair, position
