@@ -7,9 +7,10 @@ Two solvers of that objective:
 
 ``seed``  the seed's SGD: momentum 0.9, weight decay 5e-4, lr 0.01, batch 192, 30 epochs, lr / 10 at
           epochs 10 and 20, a seeded shuffle.
-``fast``  full-batch L-BFGS on the cached features: low-rank preconditioner (top principal
-          directions of a row sample), exact line search on the kept logits, start at W = 0 (first
-          step: whitened class means), stop when the gradient norm has dropped 100-fold.
+``fast``  full-batch L-BFGS on the cached features (its passes over them in bfloat16): low-rank
+          preconditioner (top principal directions of a row sample), exact line search on the kept
+          logits, start at W = 0 (first step: whitened class means), stop when the gradient norm
+          has dropped 100-fold.
 
 Features are extracted once per (trunk weights, data config, dataset split and limit, layer, grid)
 and cached as safetensors under ``$SSLZOO_CACHE`` (default ``~/.cache/sslzoo/features``), so
