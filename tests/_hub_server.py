@@ -80,9 +80,6 @@ class HubState:
         repo = self.repos.get(repo_id)
         return list(repo.log) if repo else []
 
-    def paths(self, method: str | None = None) -> list[str]:
-        return [p for m, p in self.requests if method is None or m == method]
-
 
 class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
@@ -184,7 +181,6 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ---------------------------------------------------------------------------
 
     def _route(self, method: str, path: str, query: dict, body: bytes) -> None:
-        m = None
         if method == "POST" and path == "/api/repos/create":
             return self._create_repo(json.loads(body or b"{}"))
         if method == "POST" and path == "/api/validate-yaml":

@@ -1,5 +1,4 @@
 """The training loop: loss goes down, kill -9 + --resume gives the same bits, failures are clean."""
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 
 from sslzoo import zoo
 from sslzoo.training.augment import random_crop_flip
-from sslzoo.training.loop import TrainConfig, TrainingError, lr_at, train
+from sslzoo.training.loop import TrainConfig, lr_at, train
 
 from .conftest import run_cli
 

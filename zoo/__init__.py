@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ._errors import ZooError
-from ._convert import convert, sources as convert_sources
+from ._convert import convert, sources as convert_sources, stored
 from ._examples import example_images
 from ._hub import download, load_dir, parse_hub_name, read_config, save_pretrained
 from ._model import PretextModel
@@ -20,8 +20,7 @@ from ._registry import PACKAGE_WEIGHTS, list_models, lookup
 from ._transforms import transforms
 
 __all__ = ["ZooError", "PretextModel", "list_models", "load", "resolve", "save_pretrained", "transforms", "create",
-           "example_images", "publish", "PublishResult"]
-__all__ += ["convert", "convert_sources"]
+           "example_images", "publish", "PublishResult", "convert", "convert_sources"]
 
 
 def resolve(name: str | Path) -> Path:
@@ -43,7 +42,6 @@ def resolve(name: str | Path) -> Path:
             raise ZooError(f"{text}: weights are missing from the installed package ({local}); reinstall sslzoo")
         return local
     if weights.source.startswith("store:"):  # converted authors' checkpoint (sslzoo convert)
-        from ._convert import stored
         return stored(weights.source[len("store:"):])
     return download(*parse_hub_name(weights.source), sha256=weights.sha256)
 

@@ -12,7 +12,6 @@ original's up to floating-point op order.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -23,9 +22,9 @@ from typing import Any, Callable
 import torch
 
 from ._errors import ZooError
-from ._hub import WEIGHTS_FILE, save_pretrained
+from ._hub import WEIGHTS_FILE, save_pretrained, sha256_file
 from ._model import PretextModel
-from ._sources import BY_NAME, SOURCES, Source
+from ._sources import SOURCES, Source
 
 STORE_ENV = "SSLZOO_HOME"
 
@@ -246,16 +245,19 @@ def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, w
     """Check names and shapes against the model, then load strictly."""
     own = model.state_dict()
 
-    def optional(k: str) -> bool:  # BN counters (absent before torch 0.4); VISSL's DeepCluster has no Sobel
-        return k.endswith("num_batches_tracked") or (source.architecture == "alexnet_deepcluster"
-                                                     and k.startswith("trunk.stem."))
+    def optional(k: str) -> bool:  # BN counters (absent before torch 0.4); a fixed front end (VISSL's
+        return k.endswith("num_batches_tracked") or k.startswith("trunk.stem.")  # DeepCluster has no Sobel)
 
     missing = [k for k in own if k not in mapped and not optional(k)]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ZooError(f"{what}: missing keys for a {source.title} checkpoint: {shown} (truncated or wrong file?)")
+    extra = [k for k in mapped if k not in own]
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise ZooError(f"{what}: keys the {source.title} model does not have: {shown}")
     wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in mapped.items()
-             if k in own and v.shape != own[k].shape]
+             if v.shape != own[k].shape]
     if wrong:
         raise ZooError(f"{what}: shape mismatch for a {source.title} checkpoint: {'; '.join(wrong[:4])}")
     full = dict(own)
@@ -264,14 +266,6 @@ def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, w
             raise ZooError(f"{what}: {k} has non-finite values (corrupted file?)")
         full[k] = v.to(own[k].dtype)
     model.load_state_dict(full, strict=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert(source: str, file: str | Path, out: str | Path | None = None, *, half: bool = False) -> Path:
@@ -290,7 +284,7 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
     config["name"] = src.name
     config["provenance"] = {
         "source": f"{src.title}, {src.url}", "converted_with": src.command(path.name), "converter": src.id,
-        "source_file": path.name, "source_sha256": _sha256(path), "repo": src.repo, "paper": src.paper,
+        "source_file": path.name, "source_sha256": sha256_file(path), "repo": src.repo, "paper": src.paper,
         "license": src.license_note, "input_convention": src.input_convention, "dropped_keys": dropped,
         "notes": list(src.notes), "torch": torch.__version__,
     }
@@ -323,4 +317,4 @@ def sources() -> dict[str, Source]:
     return dict(SOURCES)
 
 
-__all__ = ["convert", "sources", "stored", "store_root", "read_checkpoint", "find_state_dict", "BY_NAME"]
+__all__ = ["convert", "sources", "stored", "store_root", "read_checkpoint", "find_state_dict"]

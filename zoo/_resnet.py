@@ -12,7 +12,6 @@ Taps (VISSL's evaluation names): ``conv1`` (after conv1 -> BN -> ReLU, before th
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 from ._frontends import FRONT_END_CHANNELS, front_end
 from ._staged import StagedTrunk, conv_bn_relu
@@ -21,6 +20,8 @@ DEPTHS = {50: (3, 4, 6, 3)}
 
 
 def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    from torchvision.models.resnet import Bottleneck  # here, not at import: `import sslzoo` stays ~1 s lighter
+
     out = planes * Bottleneck.expansion
     down = None
     if stride != 1 or inplanes != out:
@@ -42,7 +43,7 @@ class ResNet(StagedTrunk):
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), n)):
             stride = 1 if i == 0 else (layer4_stride if i == 3 else 2)
             stages[f"res{i + 2}"] = _layer(inplanes, planes, blocks, stride)
-            inplanes = planes * Bottleneck.expansion
+            inplanes = stages[f"res{i + 2}"][-1].conv3.out_channels  # planes * Bottleneck.expansion
         super().__init__(front_end(front), stages, {"conv1": nn.MaxPool2d(3, 2, 1)})
         self.in_chans = 3
         self.num_features = inplanes

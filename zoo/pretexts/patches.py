@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 GRID = 3  # a 3x3 grid of cells
