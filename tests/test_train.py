@@ -73,16 +73,27 @@ def test_resume_refuses_other_settings_and_existing_run(tmp_path, fmnist_root):
     assert "Traceback" not in other.stderr
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_root):
-    out = tmp_path / "nan"
-    # lr ramps by 1 per step (warm-up of 1e8 steps to 1e8): finite at first, then it blows up
+def _blow_up(out, checkpoint_every: int):
+    """lr ramps by 1 per step (warm-up of 1e8 steps to 1e8): finite at first, then it blows up. In
+    training mode BN's running_var overflows (~step 26-28) before the loss turns NaN (~step 31)."""
     res = run_cli("train", "--out", out, "--limit", "512", "--batch-size", "16", "--epochs", "2", "--lr", "1e8",
-                  "--warmup-steps", "100000000", "--checkpoint-every", "2", "--no-progress", "--precision", "fp32")
+                  "--warmup-steps", "100000000", "--checkpoint-every", str(checkpoint_every), "--no-progress",
+                  "--precision", "fp32")
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "non-finite" in res.stderr and "last good checkpoint" in res.stderr
     state = load_file(out / "checkpoint.safetensors")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert f"(step {_step(out / 'checkpoint.safetensors')}) kept" in res.stderr.replace("\n", "")
+    return res.stderr
+
+
+def test_non_finite_weights_stop_before_a_checkpoint_and_keep_the_last_good_one(tmp_path, fmnist_root):
+    err = _blow_up(tmp_path / "nan", checkpoint_every=2)  # a checkpoint is due while the weights are inf
+    assert "non-finite weights" in err and "last good checkpoint" in err
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_root):
+    err = _blow_up(tmp_path / "nan", checkpoint_every=8)  # checkpoints at 8, 16, 24; the loss is NaN first
+    assert "non-finite loss" in err and "last good checkpoint" in err
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
