@@ -30,7 +30,7 @@ _LOAD_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=None)
 def _load(name: str) -> zoo.PretextModel:
-    return zoo.load(name)
+    return zoo.load_dir(model_dir(name))
 
 
 def get_model(name: str) -> zoo.PretextModel:
@@ -47,11 +47,12 @@ def get_model(name: str) -> zoo.PretextModel:
 @functools.lru_cache(maxsize=None)
 def model_config(name: str) -> dict:
     """config.json of a zoo entry (cheap: no weights are read)."""
-    return zoo.read_config(zoo.resolve(name))
+    return zoo.read_config(model_dir(name))
 
 
 @functools.lru_cache(maxsize=None)
 def model_dir(name: str) -> Path:
+    """The entry's local directory, resolved once per process (a Hub entry: one cache lookup)."""
     return zoo.resolve(name)
 
 
@@ -64,8 +65,8 @@ def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
             cfg = model_config(name)
         except zoo.ZooError:  # a Hub entry not in the local cache: offline, so not offered
             continue
-        if pretext is not None and cfg.get("pretext") != pretext:
-            continue
+        if pretext is not None and (cfg.get("pretext") != pretext or cfg.get("pretext_args", {}) is None):
+            continue  # another pretext, or a converted trunk saved without its pretext head
         if probes and not (cfg.get("probe") or {}).get("heads"):
             continue
         names.append(name)
@@ -98,11 +99,6 @@ def load_upload(upload) -> Image.Image:
         raise DemoError("upload an image first (or click one of the examples)")
     if isinstance(upload, Image.Image):
         return upload
-    if isinstance(upload, np.ndarray):
-        try:
-            return Image.fromarray(upload)
-        except (TypeError, ValueError) as e:
-            raise DemoError(f"not an image array ({e})") from None
     path = os.fspath(upload)
     label = Path(path).name or path  # the user's file name, not the server's temp dir
     try:

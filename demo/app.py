@@ -277,7 +277,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, concurrency: int = DEFAULT
     """Build, queue and serve the app on ``host:port`` (share is never on). With ``block=False``
     returns (demo, local_url) and serves from a background thread."""
     _env.configure(host, port)
-    for name in models_for():  # load every model once, now: no request pays for it
+    offered = {*models_for("rotation"), *models_for("jigsaw"), *models_for("relative-patch"), *models_for(probes=True)}
+    for name in sorted(offered):  # load every model a tab runs once, now: no request pays for it
         get_model(name)
     demo = build_app()
     demo.queue(default_concurrency_limit=max(1, concurrency), max_size=MAX_QUEUE)

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 if importlib.util.find_spec("gradio") is None:  # not imported here: the demo sets its environment first
@@ -27,11 +28,12 @@ ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads_and_env(one_thread):
-    """One torch thread; and importing the app sets the demo's offline environment (HF_HUB_OFFLINE,
-    ...) in this process: put os.environ back so later test modules (and their subprocesses) don't
-    inherit it."""
+def _threads_and_env(one_thread, tmp_path_factory):
+    """One torch thread; an empty zoo store (converted models a user made must not change the
+    pickers); and importing the app sets the demo's offline environment (HF_HUB_OFFLINE, ...) in
+    this process: put os.environ back so later test modules (and their subprocesses) don't inherit it."""
     saved = dict(os.environ)
+    os.environ["SSLZOO_HOME"] = str(tmp_path_factory.mktemp("empty-store"))  # servers started here inherit it
     yield
     os.environ.clear()
     os.environ.update(saved)
@@ -118,6 +120,9 @@ def test_jigsaw_shuffles_by_the_chosen_permutation_and_reassembles():
     side = (original.width - 2 * _tabs.GAP) // 3
     tiles = lambda img: [np.asarray(img)[r * (side + _tabs.GAP):r * (side + _tabs.GAP) + side,  # noqa: E731
                                          c * (side + _tabs.GAP):c * (side + _tabs.GAP) + side] for r in range(3) for c in range(3)]
+    # the original, cut independently in cell order (not derived from the shuffled tiles)
+    in_order = _tabs._display_tiles(_core.get_model(JIG), _core.load_upload(TROUSER), torch.arange(9))
+    assert _same(original, _core.to_pil(jg.puzzle_image(in_order, _tabs.GAP, 1.0)))
     orig_t, shuf_t = tiles(original), tiles(shuffled)
     assert all(np.array_equal(shuf_t[i], orig_t[perm[i]]) for i in range(9))
     assert len(label) == 5 and all(v >= 0 for v in label.values())
@@ -241,7 +246,7 @@ def test_api_every_endpoint(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info"}
     turned, label, upright, gallery, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
-    assert label["label"] == "270°" and len(gallery) == 4 and "right" in summary
+    assert label["label"] == "270°" and len(gallery) == 4 and "you turned it by 270°: right" in summary
     assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)
     *images, label, idx, summary = client.predict(JIG, handle_file(str(TROUSER)), 3, api_name="/jigsaw")
     assert idx == 3 and len(label["confidences"]) == 5 and len(images) == 3
