@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sslzoo import zoo
-from sslzoo.zoo._hub import atomic_write, atomic_write_text
+from sslzoo.zoo._hub import atomic_write, atomic_write_text, state_sha256
 from sslzoo.zoo._probe_head import TARGET_DIMS, LinearProbe, pool_features, probe_grid
 
 from .augment import to_model_input
@@ -64,17 +64,12 @@ def default_cache_dir() -> Path:
 
 
 def trunk_fingerprint(model: zoo.PretextModel) -> str:
-    """sha256 over the trunk's state dict and the data config: what determines the features.
+    """sha256 over the data config and the trunk's state dict: what determines the features.
 
     The trunk, not the model file's sha256: saving probe heads rewrites model.safetensors (new
     sha256) without changing the features, and random-init models have no file at all.
     """
-    h = hashlib.sha256(json.dumps(model.data_config, sort_keys=True).encode())
-    for name, t in sorted(model.trunk.state_dict().items()):
-        t = t.detach().cpu().contiguous().reshape(-1)  # 1-D: 0-d tensors cannot be viewed as bytes
-        h.update(f"{name}:{t.dtype}:{t.numel()}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_sha256(model.trunk, salt=json.dumps(model.data_config, sort_keys=True))
 
 
 def layer_grid(model: zoo.PretextModel, layer: str) -> tuple[int, tuple[int, int]]:

@@ -38,7 +38,6 @@ D is C (``pool="avg"`` / ``"max"``: global pooling of each C x H x W map) or C*H
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -55,7 +54,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ._errors import ZooError
-from ._hub import atomic_write, atomic_write_text
+from ._hub import atomic_write, atomic_write_text, state_sha256
 from ._images import ImageError, open_image, warn_skipped
 from ._transforms import normalize, to_uint8_tensor
 
@@ -119,15 +118,6 @@ def _device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ZooError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu")
     return dev
-
-
-def _fingerprint(model) -> str:
-    """sha256 of the state dict: a resumed run must use the very same weights."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _pool(x: torch.Tensor, pool: str) -> torch.Tensor:
@@ -346,11 +336,12 @@ def extract(model, paths: Iterable[str | os.PathLike], *, layers: Sequence[str] 
     dev = _device(device)
     report = on_error or warn_skipped
     was_training = model.training
+    weights_sha256 = state_sha256(model)  # before .to(dev): no copy back from the GPU to hash
     model.to(dev).eval()
     try:
         with torch.inference_mode():
             dims = _feature_dims(model, layers, pool, dev)
-            manifest = {"format": 1, "model": model.name, "weights_sha256": _fingerprint(model),
+            manifest = {"format": 1, "model": model.name, "weights_sha256": weights_sha256,
                         "data_config": model.data_config, "layers": list(layers), "pool": pool,
                         "batch_size": batch_size, "paths": paths}
             out.parent.mkdir(parents=True, exist_ok=True)

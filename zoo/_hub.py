@@ -36,6 +36,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def state_sha256(module: torch.nn.Module, salt: str = "") -> str:
+    """sha256 of ``salt`` and a module's state dict (each tensor's name, dtype, size and bytes):
+    the identity of the weights in memory (feature caches, resumable extraction)."""
+    h = hashlib.sha256(salt.encode())
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)  # 1-D: 0-d tensors cannot be viewed as bytes
+        h.update(f"{name}:{t.dtype}:{t.numel()}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
     path = Path(path)
