@@ -1,5 +1,8 @@
 """Model cards: ``template.md`` (Jinja2, rendered by huggingface_hub's ModelCard) filled from a
-model's config.json (provenance, probe report) and the per-model card data ``<entry>.json``."""
+model's config.json (provenance, probe report) and the per-model card data ``<entry>.json``;
+``converted.md`` for the authors' checkpoints converted by ``sslzoo convert`` (whose provenance
+in config.json says where they come from). Every save re-renders the card from config.json, so a
+probe adds its results without losing the provenance."""
 from __future__ import annotations
 
 import json
@@ -10,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 HERE = files(__package__)
 TEMPLATE = HERE / "template.md"
+CONVERTED_TEMPLATE = HERE / "converted.md"
 
 
 def card_data_for(name: str) -> dict[str, Any]:
@@ -34,13 +38,20 @@ def eval_results(config: dict[str, Any]) -> list[EvalResult]:
 
 def render_card(config: dict[str, Any]) -> str:
     name = config.get("name", f"{config.get('pretext')}-{config.get('architecture')}")
-    extra = card_data_for(name)
-    data = ModelCardData(
-        model_name=name, library_name="sslzoo", license=extra.get("license", "mit"),
-        tags=["self-supervised", "pretext-task", config.get("pretext", ""), config.get("architecture", "")],
-        datasets=extra.get("datasets"), eval_results=eval_results(config) or None,
-        pipeline_tag="image-feature-extraction",
-    )
-    card = ModelCard.from_template(data, template_path=str(TEMPLATE), config=config, extra=extra, name=name,
-                                   probe=config.get("probe") or {}, prov=config.get("provenance") or {})
+    prov = config.get("provenance") or {}
+    tags = ["self-supervised", "pretext-task", config.get("pretext", ""), config.get("architecture", "")]
+    if prov.get("converter"):  # an authors' checkpoint: its own licence, dataset and card text
+        extra, template = {}, CONVERTED_TEMPLATE
+        data = ModelCardData(model_name=name, library_name="sslzoo", license=prov["license_id"], tags=tags + ["converted"],
+                             datasets=[prov["dataset"]], eval_results=eval_results(config) or None,
+                             pipeline_tag="image-feature-extraction")
+        if prov["license_id"] == "other":
+            data.license_name, data.license_link = "see-card", prov["repo"]
+    else:
+        extra, template = card_data_for(name), TEMPLATE
+        data = ModelCardData(model_name=name, library_name="sslzoo", license=extra.get("license", "mit"), tags=tags,
+                             datasets=extra.get("datasets"), eval_results=eval_results(config) or None,
+                             pipeline_tag="image-feature-extraction")
+    card = ModelCard.from_template(data, template_path=str(template), config=config, extra=extra, name=name,
+                                   probe=config.get("probe") or {}, prov=prov)
     return str(card)

@@ -376,6 +376,9 @@ def test_card_and_config_state_provenance(tmp_path):
 
     assert ModelCard.load(out / "README.md").data.license == "other"
     assert zoo.load(out).name == "colorization-alexnet.in1k"  # a local directory loads too
+    # a later save (as `sslzoo probe` does when it stores heads) re-renders the same provenance card
+    again = zoo.save_pretrained(zoo.load(out), tmp_path / "resaved")
+    assert (again / "README.md").read_text() == card
 
 
 def test_release_tarball_through_cli(tmp_path, store):

@@ -283,7 +283,8 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
     path = Path(file).expanduser()
     config["name"] = src.name
     config["provenance"] = {
-        "source": f"{src.title}, {src.url}", "converted_with": src.command(path.name), "converter": src.id,
+        "source": f"{src.title}, {src.url}", "title": src.title, "url": src.url, "license_id": src.license,
+        "dataset": src.dataset, "converted_with": src.command(path.name), "converter": src.id,
         "source_file": path.name, "source_sha256": sha256_file(path), "repo": src.repo, "paper": src.paper,
         "license": src.license_note, "input_convention": src.input_convention, "dropped_keys": dropped,
         "notes": list(src.notes), "torch": torch.__version__,
@@ -292,24 +293,8 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
     config["layers"] = list(model.layers)
     _fit(model, mapped, src, what)
     directory = Path(out).expanduser() if out is not None else store_root() / src.name
-    save_pretrained(model.eval(), directory, half=half, card=render_card(config, src))
+    save_pretrained(model.eval(), directory, half=half)  # card: cards/converted.md, from the provenance
     return directory
-
-
-def render_card(config: dict[str, Any], source: Source) -> str:
-    """README.md of a converted model: cards/converted.md filled with the source's provenance."""
-    from importlib.resources import files
-
-    from huggingface_hub import ModelCard, ModelCardData
-
-    data = ModelCardData(model_name=config["name"], library_name="sslzoo", license=source.license,
-                         tags=["self-supervised", "pretext-task", source.pretext, source.architecture, "converted"],
-                         datasets=[source.dataset], pipeline_tag="image-feature-extraction")
-    if source.license == "other":
-        data.license_name, data.license_link = "see-card", source.repo
-    template = files("sslzoo.cards") / "converted.md"
-    return str(ModelCard.from_template(data, template_path=str(template), config=config, src=source,
-                                       prov=config["provenance"], name=config["name"]))
 
 
 def sources() -> dict[str, Source]:
