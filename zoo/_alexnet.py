@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._staged import run_taps
+
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 MIN_INPUT = 63
 
@@ -68,22 +70,8 @@ class AlexNet(nn.Module):
 
         With ``pool5=False`` the trunk stops after the deepest requested tap.
         """
-        if min(x.shape[-2:]) < MIN_INPUT:
-            raise ValueError(f"AlexNet needs inputs of at least {MIN_INPUT}x{MIN_INPUT} px, got {tuple(x.shape[-2:])}")
-        unknown = set(layers) - set(LAYERS)
-        if unknown:
-            raise ValueError(f"unknown layer(s) {sorted(unknown)}; AlexNet taps are {LAYERS}")
-        last = LAYERS[-1] if pool5 or not layers else max(layers, key=LAYERS.index)
-        taps: dict[str, torch.Tensor] = {}
-        for name, (*_, pool_after) in _SPEC.items():
-            x = getattr(self, name)(x)
-            if name in layers:
-                taps[name] = x
-            if name == last and not pool5:
-                return taps, None
-            if pool_after:
-                x = self.pool(x)
-        return taps, x
+        return run_taps(x, layers, pool5, names=LAYERS, stage=self.get_submodule,
+                        after=lambda name: self.pool if _SPEC[name][4] else None, min_input=MIN_INPUT, who="AlexNet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x)[1]

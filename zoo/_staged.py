@@ -9,6 +9,7 @@ returns the last stage's output passed through its ``after`` (AlexNet: pool5).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,26 +32,40 @@ class StagedTrunk(nn.Module):
 
         With ``pool5=False`` the trunk stops after the deepest requested tap.
         """
-        if min(x.shape[-2:]) < self.min_input:
-            raise ValueError(f"{type(self).__name__} needs inputs of at least {self.min_input}x{self.min_input} px, "
-                             f"got {tuple(x.shape[-2:])}")
-        unknown = set(layers) - set(self.layers)
-        if unknown:
-            raise ValueError(f"unknown layer(s) {sorted(unknown)}; {type(self).__name__} taps are {self.layers}")
-        last = self.layers[-1] if pool5 or not layers else max(layers, key=self.layers.index)
-        taps: dict[str, torch.Tensor] = {}
-        x = self.stem(x)
-        for name in self.layers:
-            x = self.blocks[name](x)
-            if name in layers:
-                taps[name] = x
-            if name == last and not pool5:
-                return taps, None
-            x = self.after[name](x)
-        return taps, x
+        return run_taps(x, layers, pool5, names=self.layers, stage=self.blocks.__getitem__,
+                        after=self.after.__getitem__, min_input=self.min_input, who=type(self).__name__,
+                        stem=self.stem)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x)[1]
+
+
+def run_taps(x: torch.Tensor, layers, pool5: bool, *, names: tuple[str, ...], stage: Callable[[str], nn.Module],
+             after: Callable[[str], nn.Module | None], min_input: int, who: str,
+             stem: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The trunk contract's ``forward_taps`` for any network of named stages (this module's
+    ``StagedTrunk`` and ``_alexnet.AlexNet``): check the input size and tap names, run
+    [stem ->] stage -> [tap] -> after ... and return (taps, final output); with ``pool5=False``
+    stop after the deepest requested tap and return (taps, None)."""
+    if min(x.shape[-2:]) < min_input:
+        raise ValueError(f"{who} needs inputs of at least {min_input}x{min_input} px, got {tuple(x.shape[-2:])}")
+    unknown = set(layers) - set(names)
+    if unknown:
+        raise ValueError(f"unknown layer(s) {sorted(unknown)}; {who} taps are {names}")
+    last = names[-1] if pool5 or not layers else max(layers, key=names.index)
+    taps: dict[str, torch.Tensor] = {}
+    if stem is not None:
+        x = stem(x)
+    for name in names:
+        x = stage(name)(x)
+        if name in layers:
+            taps[name] = x
+        if name == last and not pool5:
+            return taps, None
+        then = after(name)
+        if then is not None:
+            x = then(x)
+    return taps, x
 
 
 def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1, pad: int = 0, *, groups: int = 1,
