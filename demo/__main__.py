@@ -15,8 +15,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Serve until interrupted; returns the exit code (``sslzoo demo`` runs this too)."""
     args = parse_args(argv)
-    from .app import launch  # sets the offline environment, then imports gradio
+    try:
+        from .app import launch  # sets the offline environment, then imports gradio
+    except ImportError as e:
+        print(f"error: the demo needs gradio ({e}); pip install 'sslzoo[demo]'", file=sys.stderr)
+        return 1
 
     try:
         launch(host=args.host, port=args.port, concurrency=args.concurrency, open_browser=args.open)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import typer
 
-from ._cli_common import EXIT_FAILED, err
-
 
 def demo(
     host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0: every interface)"),
@@ -15,15 +13,7 @@ def demo(
     """Serve the Gradio web demo: rotation, jigsaw, relative patch, linear-probe classify, model cards.
 
     Offline: analytics off, no Hub access, never shared; needs `pip install 'sslzoo\\[demo]'`."""
-    try:
-        from sslzoo.demo.app import launch  # sets the offline environment, then imports gradio
-    except ImportError as e:
-        err.print(f"[bold red]error:[/] the demo needs gradio ({e}); pip install 'sslzoo\\[demo]'", soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    try:
-        launch(host=host, port=port, concurrency=concurrency, open_browser=open_browser)
-    except OSError as e:
-        err.print(f"[bold red]error:[/] cannot serve on {host}:{port}: {e}", soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    from sslzoo.demo.__main__ import main  # one implementation for both entry points
+
+    argv = ["--host", host, "--port", str(port), "--concurrency", str(concurrency)] + (["--open"] * open_browser)
+    raise typer.Exit(main(argv))

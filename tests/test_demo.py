@@ -21,6 +21,7 @@ from sslzoo.zoo.pretexts import jigsaw as jg  # noqa: E402
 from sslzoo.zoo.pretexts.relpatch import POSITIONS  # noqa: E402
 
 from . import _demo_server  # noqa: E402
+from .conftest import run_cli  # noqa: E402
 
 EX = {p.name: p for p in zoo.example_images()}
 BOOT, TROUSER, CAT = EX["fmnist-0-ankle-boot.png"], EX["fmnist-2-trouser.png"], EX["chelsea.jpg"]
@@ -234,8 +235,12 @@ def test_port_in_use_is_an_error_not_a_hang():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
+        port = s.getsockname()[1]
         with pytest.raises(OSError, match="port"):
-            app.launch("127.0.0.1", s.getsockname()[1], block=False, quiet=True)
+            app.launch("127.0.0.1", port, block=False, quiet=True)
+        cli = run_cli("demo", "--port", port, timeout=120)  # the typer command, a fresh process
+    assert cli.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in cli.stderr
+    assert "Traceback" not in cli.stderr
 
 
 # --- the real server -------------------------------------------------------------------------------

@@ -428,7 +428,7 @@ def head_accuracy(head: LinearProbe, pooled: torch.Tensor, labels: torch.Tensor,
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(pooled), batch_size):
-            logits = head.linear((pooled[i:i + batch_size] - head.mean) / head.std)  # B x K
+            logits = head.pooled_logits(pooled[i:i + batch_size])  # B x K
             correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
     return correct / max(1, len(labels))
 

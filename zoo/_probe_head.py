@@ -37,5 +37,8 @@ class LinearProbe(nn.Module):
         self.linear = nn.Linear(dims, num_classes)
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        z = (pool_features(fmap, self.grid) - self.mean) / self.std
-        return self.linear(z)
+        return self.pooled_logits(pool_features(fmap, self.grid))
+
+    def pooled_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Class logits from already pooled features (B x D): standardise, then the linear layer."""
+        return self.linear((pooled - self.mean) / self.std)
