@@ -2,17 +2,16 @@
 
 All sides start from the same uint8 28x28 Fashion-MNIST images and end with the pretext's
 (inputs, targets) tensors, built the same way:
-  tensor:  the loop's ``to_model_input`` (resize to 64, normalise) + the plug-in's ``make_batch``
-           (per tile two small batched matmuls = the bilinear resize to the 228-px grid restricted
-           to the tile, per-tile normalisation from the factors, all batched);
+  tensor:  the loop's ``pretext_input`` (normalise; the patch plug-ins take the 28-px source) + the
+           plug-in's ``make_batch`` (per tile two small batched matmuls = the bilinear resize to the
+           228-px grid restricted to the tile, per-tile normalisation from the factors, all batched);
   authors: the authors' loaders as written (bbrattoli/JigsawPuzzlePytorch's JigsawImageLoader),
            image by image: PIL resize to the 228-px grid, per tile a PIL crop of its cell, torchvision
            RandomCrop(tile), ToTensor, the tile's mean/std, transforms.Normalize; shuffle (jigsaw)
            or pick the neighbour (relative patch); torch.stack. (No colour jitter: gray input.)
   lean:    the same cuts per sample with PIL crops and numpy normalisation instead of torchvision
            transforms (faster than the authors' code; shown so the ratio is not only against it).
-The per-sample sides resize once (28 -> 228), a little less work than the tensor path's
-28 -> 64 -> 228. Timed in the same run, alternating, best of --repeats. Small tensor ops are erratic when the
+All sides resize once, 28 -> 228 bilinear. Timed in the same run, alternating, best of --repeats. Small tensor ops are erratic when the
 machine is busy, so it runs with --threads 1 by default (the same for both sides).
 
     python benchmarks/bench_patches.py [--batch-size 128] [--repeats 7] [--threads 1] [--device cpu]
@@ -28,8 +27,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from sslzoo import zoo
-from sslzoo.training.augment import to_model_input
 from sslzoo.training.data import load_fashion_mnist
+from sslzoo.training.loop import pretext_input
 from sslzoo.training.pretexts import get_pretext
 from sslzoo.zoo.pretexts import relpatch
 from sslzoo.zoo.pretexts.patches import CELL, TILE
@@ -131,7 +130,7 @@ def main():
         rng = np.random.default_rng(0)
 
         def tensor_batch(step):
-            x = to_model_input(images_dev, model.data_config)
+            x = pretext_input(images_dev, pretext, model.data_config)
             return pretext.make_batch(x, torch.Generator().manual_seed(step))
 
         def authors_batch(step):

@@ -26,11 +26,12 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def to_model_input(x: torch.Tensor, data_config: dict) -> torch.Tensor:
-    """uint8 B x C x h x w -> normalised float B x C x H x W at the model's input size."""
+def to_model_input(x: torch.Tensor, data_config: dict, resize: bool = True) -> torch.Tensor:
+    """uint8 B x C x h x w -> normalised float B x C x H x W at the model's input size
+    (``resize=False``: normalised at the source size h x w)."""
     _, h, w = data_config["input_size"]
     x = x.float().div_(255)
-    if tuple(x.shape[-2:]) != (h, w):
+    if resize and tuple(x.shape[-2:]) != (h, w):
         x = F.interpolate(x, size=(h, w), mode=data_config.get("interpolation", "bilinear"),
                           align_corners=False, antialias=False)
     return normalize(x, data_config)

@@ -144,7 +144,7 @@ def pretext_accuracy(model, pretext, images: torch.Tensor, data_config: dict, de
     model.eval()
     correct = total = 0
     for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i:i + batch_size].to(device), data_config)
+        x = pretext_input(images[i:i + batch_size].to(device), pretext, data_config)
         inputs, targets = pretext.make_batch(x, _generator(12345, i))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.predict_pretext(inputs)
@@ -153,10 +153,18 @@ def pretext_accuracy(model, pretext, images: torch.Tensor, data_config: dict, de
     return correct / max(1, total)
 
 
+def pretext_input(x_uint8: torch.Tensor, pretext, data_config: dict) -> torch.Tensor:
+    """uint8 B x C x h x w -> the normalised float batch a plug-in's ``make_batch`` takes: at the
+    model's input size, or at the source size for plug-ins with ``resize_input = False`` (the
+    patch pretexts: their tile cutter resizes each tile's source window to the grid itself, in one
+    bilinear step, instead of a whole-image resize followed by a second one)."""
+    return to_model_input(x_uint8, data_config, resize=getattr(pretext, "resize_input", True))
+
+
 def make_batch(x_uint8: torch.Tensor, pretext, data_config: dict, crop_pad: int, gen: torch.Generator):
     """uint8 B x C x h x w source images -> the pretext's (inputs, targets), all batched tensor ops
     on the images' device (rotation: inputs 4B x C x H x W, targets 4B)."""
-    x = to_model_input(random_crop_flip(x_uint8, crop_pad, gen), data_config)
+    x = pretext_input(random_crop_flip(x_uint8, crop_pad, gen), pretext, data_config)
     inputs, targets = pretext.make_batch(x, gen)
     if inputs.is_cuda and inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)

@@ -1,7 +1,8 @@
 """Training side of each pretext: turn a batch of images into (inputs, targets) and score outputs.
 
 A plug-in is small: ``make_batch(x, gen)`` on a normalised B x C x H x W float batch (on the
-training device), ``loss(outputs, targets)``, ``correct(outputs, targets)``. The loop never
+training device; at the model's input size, or at the images' own size when the plug-in sets
+``resize_input = False``), ``loss(outputs, targets)``, ``correct(outputs, targets)``. The loop never
 knows which pretext it runs. Inference pieces (rotations, tile cutting, heads) come from
 ``sslzoo.zoo.pretexts``. Plug-ins whose batches depend on the model (the jigsaw permutation set,
 the tile geometry) are built by ``from_model(model)``, reading them from the model's head.
@@ -42,6 +43,7 @@ class Jigsaw(_Classification):
 
     name = "jigsaw"
     samples_per_image = 1
+    resize_input = False  # cut_tiles resizes each tile's window to the grid: x comes at the source size
     grayscale_p = 0.3
 
     def __init__(self, permutations: torch.Tensor | None = None, cell: int = patches.CELL, tile: int = patches.TILE):
@@ -69,6 +71,7 @@ class RelativePatch(_Classification):
 
     name = "relative-patch"
     samples_per_image = 1
+    resize_input = False  # as Jigsaw
 
     def __init__(self, cell: int = patches.CELL, tile: int = patches.TILE):
         self.cell, self.tile = cell, tile

@@ -375,7 +375,9 @@ def _compute(model, part: _Partial, paths: list[str], todo: list[int], metas: di
     bar, task = progress
     cfg = model.data_config
     jobs = ((k, k * batch_size, paths[k * batch_size:(k + 1) * batch_size], cfg) for k in todo)
-    with bar, ThreadPoolExecutor(workers, thread_name_prefix="sslzoo-decode") as decoders:
+    writes: collections.deque = collections.deque()  # chunk writes in flight (at most 2: bounded memory)
+    with bar, ThreadPoolExecutor(workers, thread_name_prefix="sslzoo-decode") as decoders, \
+            ThreadPoolExecutor(1, thread_name_prefix="sslzoo-write") as writer:
         decoded = _Prefetch(decoders, jobs, depth=workers + 1)
         for batch in decoded:
             for _, e in batch.errors:
@@ -383,9 +385,14 @@ def _compute(model, part: _Partial, paths: list[str], todo: list[int], metas: di
             feats = (_forward(model, batch.x, layers, pool, device) if batch.x is not None
                      else {l: torch.zeros(0, d) for l, d in dims.items()})  # layer -> B' x D
             skipped = [(i, e.reason) for i, e in batch.errors]
-            part.write(batch.k, feats, batch.kept, skipped)
+            # serialising and writing the chunk runs beside the next forward, off the model's thread
+            writes.append(writer.submit(part.write, batch.k, feats, batch.kept, skipped))
+            if len(writes) > 2:
+                writes.popleft().result()  # re-raises a failed write (disk full, ...)
             metas[batch.k] = (batch.kept, skipped)
             bar.advance(task, len(batch.kept) + len(skipped))
+        while writes:
+            writes.popleft().result()
     return decoded.waited
 
 

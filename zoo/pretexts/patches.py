@@ -138,17 +138,19 @@ def cut_tiles(x: torch.Tensor, *, cell: int = CELL, tile: int = TILE, gen: torch
     # (flat bmm batches: ~2x faster on CPU than broadcasting 5-D matmul)
     if not normalize:
         return torch.bmm(ry_t, torch.bmm(src, rx_t)).view(b, k, c, tile, tile)
-    # Rows of R sum to 1, so subtracting a constant from a window subtracts it from every tile pixel:
-    # centre each window first, so the one-pass variance below has no cancellation; the mean comes
-    # from the factors (tile = ry_t @ m).
+    # Normalised without touching the tile twice: rows of R sum to 1, so a constant subtracted from
+    # the source window, or from m = window @ rx_t, comes out subtracted from every tile pixel, and
+    # a scale of m scales the tile. So mean and variance come from the factors, and the one bmm
+    # that writes the tile writes it normalised. Windows are centred first (no cancellation in
+    # the variance); ||ry_t @ m||^2 = <m, (ry_t^T ry_t) m>, with ry_t^T ry_t (wy x wy) tabulated.
     src = src - src.mean((-2, -1), keepdim=True)
     m = torch.bmm(src, rx_t)  # BKC x wy x t
     n = tile * tile
     mean = (ry_t.sum(-2, keepdim=True) @ m).sum(-1, keepdim=True) / n  # BKC x 1 x 1
-    tiles = torch.bmm(ry_t, m)  # BKC x t x t
-    var = torch.linalg.vector_norm(tiles, dim=(-2, -1), keepdim=True).square_() / n - mean.square()
-    inv_std = _inv_std(var, VAR_FLOOR)
-    return tiles.sub_(mean).mul_(inv_std).view(b, k, c, tile, tile)
+    gram = per_channel(ry.transpose(-1, -2) @ ry, top)  # BKC x wy x wy
+    sq = (m * torch.bmm(gram, m)).sum((-2, -1), keepdim=True)  # BKC x 1 x 1: sum of squared tile pixels
+    inv_std = _inv_std(sq / n - mean.square(), VAR_FLOOR)
+    return torch.bmm(ry_t, m.sub_(mean).mul_(inv_std)).view(b, k, c, tile, tile)
 
 
 def _inv_std(var: torch.Tensor, floor: float) -> torch.Tensor:
