@@ -279,6 +279,9 @@ def test_patch_entries_load_without_weights():
     assert {"jigsaw-alexnet.fmnist", "relative-patch-alexnet.fmnist"} <= set(zoo.list_models(tags=True))
     for name, pretext in (("jigsaw-alexnet", "jigsaw"), ("relative-patch-alexnet", "relative-patch")):
         m = zoo.load(name, pretrained=False)
-        assert m.pretext == pretext and m.data_config["input_size"] == [1, 64, 64]  # probed like rotation-alexnet
+        # features and probes see the whole image at the grid size; the pretext head is sized for 64-px tiles
+        assert m.pretext == pretext and m.data_config["input_size"] == [1, 160, 160]
         with torch.no_grad():
-            assert m.features(torch.randn(2, 1, 64, 64), "conv5")["conv5"].shape == (2, 256, 3, 3)
+            assert m.features(torch.randn(2, 1, 160, 160), "conv5")["conv5"].shape == (2, 256, 9, 9)
+            tiles = torch.randn(2, 9 if pretext == "jigsaw" else 2, 1, 64, 64)
+            assert m.predict_pretext(tiles).shape == (2, 1000 if pretext == "jigsaw" else 8)

@@ -43,9 +43,12 @@ class PretextModel(nn.Module):
         pretext_args = config.get("pretext_args", {})
         self.head: nn.Module | None = None  # pretext_args None: a converted trunk without its pretext head
         if pretext_args is not None:
-            with torch.no_grad():  # size the head for this input
+            # Size the head for what it sees: the whole input, or for the patch pretexts one tile
+            # (their features and probes take the whole image at the data config's size).
+            th, tw = (pretext_args["tile"],) * 2 if "tile" in pretext_args else (h, w)
+            with torch.no_grad():
                 self.trunk.eval()
-                num_features = self.trunk(torch.zeros(1, c, h, w)).flatten(1).shape[1]
+                num_features = self.trunk(torch.zeros(1, c, th, tw)).flatten(1).shape[1]
             self.head = build_head(self.pretext, num_features, **pretext_args)
         self.probes = nn.ModuleDict()
         probe_cfg = config.get("probe") or {}

@@ -24,6 +24,9 @@ FMNIST_64 = {
     "crop_pct": 1.0,
     "channels": "L",  # colour input is converted to luminance (ITU-R 601-2, PIL "L")
 }
+# The patch pretexts' whole-image input: their trunks learn on 64-px tiles of a 228-px grid image,
+# so features see the whole image enlarged to 160 px (zoo/pretexts/patches.py says why).
+FMNIST_160 = dict(FMNIST_64, input_size=[1, 160, 160])
 
 
 @dataclass(frozen=True)
@@ -84,18 +87,18 @@ register(
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1803.07728"}),
 )
 # The patch pretexts train on 64-px tiles cut from a 3x3 grid of 76-px cells (zoo/pretexts/patches.py
-# says why); the trunk's feature/probe input stays the whole 64-px image, as for rotation-alexnet.
+# says why); the trunk's feature/probe input is the whole image at 160 px.
 register(
     "jigsaw-alexnet",
     Weights("fmnist", "package:jigsaw-alexnet.fmnist",
-            _alexnet("jigsaw", 1, FMNIST_64, num_permutations=1000, permutation_seed=0, tile_hidden=512, hidden=512,
+            _alexnet("jigsaw", 1, FMNIST_160, num_permutations=1000, permutation_seed=0, tile_hidden=512, hidden=512,
                      cell=76, tile=64),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1603.09246"}),
 )
 register(
     "relative-patch-alexnet",
     Weights("fmnist", "package:relative-patch-alexnet.fmnist",
-            _alexnet("relative-patch", 1, FMNIST_64, hidden=512, cell=76, tile=64),
+            _alexnet("relative-patch", 1, FMNIST_160, hidden=512, cell=76, tile=64),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1505.05192"}),
 )
 

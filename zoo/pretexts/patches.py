@@ -21,17 +21,23 @@ random 64 crop in each 85-px cell of a 255-px image; Doersch uses a gap of half 
 Sizes for the 28x28 Fashion-MNIST zoo entries: ``tile = 64``, ``cell = 76`` (grid image 228 px).
 
 * AlexNet needs >= 63 px inputs (pool5 must still see a 3x3 conv5 map). A 64-px tile gives a
-  1x1x256 pool5, exactly what the whole 64-px image gives, so the heads are sized by the model's
-  own data config (the trunk's probe/feature input stays the whole 64-px image, like
-  ``rotation-alexnet``) and tiles of 63-94 px all fit; 96-px tiles would cost 2.25x more per
-  tile, nine tiles per image, and give a 2x2 pool5 (a different head).
+  1x1x256 pool5; the pretext heads are sized for the tile (``pretext_args["tile"]``, see
+  ``PretextModel``), so tiles of 63-94 px all fit; 96-px tiles would cost 2.25x more per tile,
+  nine tiles per image, and give a 2x2 pool5 (a different head).
 * A 28-px image holds only ~9.3 source px per cell. With 76-px cells a 64-px tile keeps ~7.9 of
   them (84 %), and the margin of 12 px (16 % of the cell; the paper's is 21 px, 25 %) still puts
   0-24 px (mean 12 px, about 1.5 source px) between neighbouring tiles. The paper's 85-px cells
   would keep only 7.0 source px per tile (75 %) of an already tiny garment, and much of the
   Fashion-MNIST frame is blank background already.
-* The loop hands the plug-ins its 64-px normalised batch; the grid is an upsampling of that
-  (x 3.56), all on the device.
+* The trunk learns at tile scale: a garment spans the 228-px grid image, a tile a third of it. So
+  ``features`` (probe, extract, demo) see the whole image enlarged too, to 160 px
+  (``data_config``), as the papers transfer their tile-trained conv layers to whole ~227-px
+  images; at 64 px the garment would be 3.6x smaller than anything the trunk saw. 160 rather
+  than the grid's 228: on a 20k/5k Fashion-MNIST probe (jigsaw conv2..conv5) it gave the larger
+  margins over random init of the same size (+1.44/+1.62/+1.24/+1.54 against +1.06/+1.40/+0.68/
+  +1.22 at 228 and +0.60/+1.18/+1.28/+1.08 at 64) at half the cost of 228.
+* The loop hands the plug-ins the normalised batch at the source size (``resize_input = False``):
+  ``cut_tiles`` resizes each tile's window to the grid itself, one bilinear step, on the device.
 """
 from __future__ import annotations
 
@@ -213,8 +219,8 @@ def tile_features(trunk: nn.Module, tiles: torch.Tensor, num_features: int) -> t
     feats = trunk(x).flatten(1)  # B*K x F
     if feats.shape[1] != num_features:
         raise ValueError(f"{tiles.shape[-1]}-px tiles give {feats.shape[1]} pool5 features, but the head was sized for "
-                         f"{num_features} (the model's input size); use tiles whose pool5 matches the model input "
-                         f"(for a 64-px model input: 63-94 px tiles)")
+                         f"{num_features} (its tile size); use tiles whose pool5 matches the head's tile size "
+                         f"(for 64-px tiles: 63-94 px)")
     return feats.view(b, k, -1)
 
 
