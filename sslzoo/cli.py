@@ -83,6 +83,29 @@ def train(
         run(cfg, resume=resume, log=out.print)
 
 
+@app.command()
+def evaluate(
+    name_or_dir: str = typer.Argument(..., metavar="NAME_OR_DIR", help="zoo name, local model dir or hf-hub:ORG/NAME\\[@REV]"),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH (its test split)"),
+    data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
+    limit: Optional[int] = typer.Option(None, min=1, help="use only the first N test images"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    precision: str = typer.Option("auto", help="auto, bf16 or fp32"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+):
+    """Pretext accuracy (rotation, jigsaw permutation, patch position) on the test split, as train measures it."""
+    from sslzoo.training.loop import evaluate as run
+
+    with friendly_errors():
+        r = run(name_or_dir, data=data, data_root=str(data_root) if data_root else None, limit=limit,
+                device=device, precision=precision)
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    out.print(f"{r['model']}: {r['pretext']} accuracy {100 * r['accuracy']:.2f}% on {r['split']} "
+              f"({r['images']} images, {r['precision']})")
+
+
 # Commands with their own modules (each keeps its heavy imports inside the command).
 from ._cli_extract import extract  # noqa: E402
 from ._cli_probe import probe  # noqa: E402

@@ -1,4 +1,5 @@
 """The training loop: loss goes down, kill -9 + --resume gives the same bits, failures are clean."""
+import json
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from sslzoo import zoo
 from sslzoo.training.augment import random_crop_flip
-from sslzoo.training.loop import TrainConfig, lr_at, train
+from sslzoo.training.loop import TrainConfig, evaluate, lr_at, train
 
 from .conftest import run_cli
 
@@ -34,6 +35,18 @@ def test_loss_decreases_and_model_dir_is_written(tmp_path, fmnist_root):
     assert prov["steps"] == 48 and 0.25 < prov["pretext_accuracy"]["value"] <= 1
     # the pretext is learnable from 48 small steps: well above chance (25 %) on held-out images
     assert prov["pretext_accuracy"]["value"] > 0.5, losses
+    # `sslzoo evaluate` re-measures the recorded figure from the saved files alone
+    proc = run_cli("evaluate", model_dir, "--limit", "128", "--json", check=True)
+    again = json.loads(proc.stdout)
+    assert again["images"] == 128 and again["pretext"] == "rotation"
+    assert round(again["accuracy"], 4) == prov["pretext_accuracy"]["value"]
+    assert evaluate(model_dir, limit=128, precision="fp32")["precision"] == "fp32"
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+    proc = run_cli("evaluate", tmp_path / "nowhere")
+    assert proc.returncode == 1 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert "nowhere" in proc.stderr
 
 
 def test_kill9_then_resume_is_bit_identical(tmp_path, fmnist_root):

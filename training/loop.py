@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sslzoo import zoo
-from sslzoo.zoo._hub import atomic_write
+from sslzoo.zoo._hub import atomic_write, round_to_storage
 
 from .augment import random_crop_flip, to_model_input
 from .data import load_dataset
@@ -151,6 +151,23 @@ def pretext_accuracy(model, pretext, images: torch.Tensor, data_config: dict, de
         correct += pretext.correct(out, targets)
         total += len(targets)
     return correct / max(1, total)
+
+
+def evaluate(name_or_dir: str, *, data: str = "fashion-mnist", data_root: str | None = None,
+             limit: int | None = None, device: str = "cpu", precision: str = "auto") -> dict:
+    """Pretext accuracy of a model on the held-out split, measured as ``train`` measures it at
+    the end (same deterministic puzzles / pairs / rotations), so a shipped model's recorded
+    figure can be re-checked: {"model", "pretext", "split", "images", "accuracy", "precision"}."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda asked for, but no CUDA device is available")
+    model = zoo.load(name_or_dir, device=dev)
+    pretext = get_pretext(model.pretext, model)
+    test_set = load_dataset(data, "test", root=data_root, data_config=model.data_config).subset(limit)
+    bf16 = _use_bf16(TrainConfig(precision=precision), dev)
+    acc = pretext_accuracy(model, pretext, test_set.images, model.data_config, dev, bf16=bf16)
+    return {"model": model.config.get("name", str(name_or_dir)), "pretext": model.pretext, "split": test_set.name,
+            "images": len(test_set), "accuracy": acc, "precision": "bf16 autocast" if bf16 else "fp32"}
 
 
 def pretext_input(x_uint8: torch.Tensor, pretext, data_config: dict) -> torch.Tensor:
@@ -288,6 +305,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     elapsed += time.perf_counter() - t_start
 
     test_set = load_dataset(cfg.data, "test", root=cfg.data_root, data_config=data_config).subset(cfg.eval_limit)
+    round_to_storage(model)  # the accuracy recorded is that of the weights as saved (float16 conv/linear)
     acc = pretext_accuracy(model, pretext, test_set.images, data_config, device, bf16=bf16)
     log(f"{model.pretext} accuracy on {test_set.name}: {100 * acc:.2f}%")
     model.config["provenance"] = {

@@ -66,16 +66,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def _stored_half(v: torch.Tensor, half: bool) -> bool:
+    """Whether a state-dict tensor is stored in float16: with ``half``, conv/linear weights (halves
+    the file); BN statistics, biases and probe standardisation stay float32."""
+    return half and v.is_floating_point() and v.dim() >= 2
+
+
 def _storage_dict(model: PretextModel, half: bool) -> dict[str, torch.Tensor]:
-    """State dict as stored. ``half``: conv/linear weights in float16 (halves the file); BN
-    statistics, biases and probe standardisation stay float32."""
+    """State dict as stored (see ``_stored_half``)."""
     out = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        if half and v.is_floating_point() and v.dim() >= 2:
+        if _stored_half(v, half):
             v = v.half()
         out[k] = v
     return out
+
+
+@torch.no_grad()
+def round_to_storage(model: PretextModel, half: bool = True) -> PretextModel:
+    """Round ``model``'s tensors, in place, to what ``save_pretrained`` stores (float16 conv/linear
+    weights), so a figure measured on it is the figure the saved files give."""
+    for k, v in model.state_dict().items():
+        if _stored_half(v, half):
+            v.copy_(v.half())
+    return model
 
 
 def save_pretrained(model: PretextModel, directory: str | Path, *, half: bool = True, card: str | None = None) -> Path:
