@@ -5,7 +5,7 @@
 How it runs, and why:
 
 * Memory stays flat in the number of inputs. Images are decoded by a small thread pool (PIL
-  decodes and resizes with the GIL released) at most ``workers + 1`` batches ahead of the model,
+  decodes and resizes with the GIL released) at most ``2 * workers + 2`` batches ahead of the model,
   and each batch's features go straight to disk as one chunk file in the sidecar directory
   ``OUT.partial/``. Nothing holds all the features; at the end the chunks are streamed, layer by
   layer and chunk by chunk, into ``OUT``.
@@ -129,6 +129,16 @@ def _pool(x: torch.Tensor, pool: str) -> torch.Tensor:
     else:
         x = x.flatten(1)
     return x.float()
+
+
+def default_workers(device: torch.device) -> int:
+    """Decode threads that leave the forward its cores: on the CPU, the CPUs torch's own threads
+    do not use (at least 1, at most 4); with the model on a GPU, every CPU (at most 4). More
+    decoders than free cores steal time from the forward's threads (bench_extract: on 2 CPUs with
+    a 1-thread forward, 1 decoder keeps the model fed and 2 slow it down)."""
+    cpus = os.cpu_count() or 1
+    busy = 0 if device.type != "cpu" else torch.get_num_threads()
+    return max(1, min(4, cpus - busy))
 
 
 def _forward(model, x_uint8: torch.Tensor, layers, pool: str, device: torch.device) -> dict[str, torch.Tensor]:
@@ -325,7 +335,7 @@ def extract(model, paths: Iterable[str | os.PathLike], *, layers: Sequence[str] 
     ``pool``: "avg" / "max" (global pooling, D = C) or "none" (map flattened, D = C*H*W).
     ``on_error(ImageError)`` is called for each input left out (default: a line on stderr; on a
     resume, also for those left out by the interrupted run). ``workers``: decode threads
-    (default: the CPU count, at most 4). The model runs in eval mode on ``device`` (it is moved
+    (default: ``default_workers``). The model runs in eval mode on ``device`` (it is moved
     there). Raises ``ZooError`` for bad arguments, a mismatched resume, or no decodable input.
     """
     t0 = time.perf_counter()
@@ -354,7 +364,7 @@ def extract(model, paths: Iterable[str | os.PathLike], *, layers: Sequence[str] 
             todo = [k for k in chunks if k not in metas]
             n_computed = sum(min(batch_size, len(paths) - k * batch_size) for k in todo)
             waited = _compute(model, part, paths, todo, metas, batch_size=batch_size, layers=layers, pool=pool,
-                              device=dev, dims=dims, workers=workers or min(4, os.cpu_count() or 1), report=report,
+                              device=dev, dims=dims, workers=workers or default_workers(dev), report=report,
                               progress=_progress(progress, len(paths), len(paths) - n_computed))
     finally:
         model.train(was_training)
@@ -378,7 +388,7 @@ def _compute(model, part: _Partial, paths: list[str], todo: list[int], metas: di
     writes: collections.deque = collections.deque()  # chunk writes in flight (at most 2: bounded memory)
     with bar, ThreadPoolExecutor(workers, thread_name_prefix="sslzoo-decode") as decoders, \
             ThreadPoolExecutor(1, thread_name_prefix="sslzoo-write") as writer:
-        decoded = _Prefetch(decoders, jobs, depth=workers + 1)
+        decoded = _Prefetch(decoders, jobs, depth=2 * workers + 2)  # slack for decode jitter
         for batch in decoded:
             for _, e in batch.errors:
                 report(e)
