@@ -56,7 +56,7 @@ def main():
         model = model.to(memory_format=torch.channels_last)
     pretext, dc = get_pretext("rotation"), model.data_config
     cfg = TrainConfig(device=args.device)
-    bf16 = _use_bf16(cfg, device)
+    bf16 = _use_bf16(cfg.precision, device)
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
     wd_mask = [p.dim() > 1 for p in params]

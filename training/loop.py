@@ -76,9 +76,16 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.precision in ("bf16", "fp32"):
-        return cfg.precision == "bf16"
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision in ("bf16", "fp32"):
+        return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and "avx512_bf16" in _cpu_flags()
@@ -158,13 +165,11 @@ def evaluate(name_or_dir: str, *, data: str = "fashion-mnist", data_root: str | 
     """Pretext accuracy of a model on the held-out split, measured as ``train`` measures it at
     the end (same deterministic puzzles / pairs / rotations), so a shipped model's recorded
     figure can be re-checked: {"model", "pretext", "split", "images", "accuracy", "precision"}."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda asked for, but no CUDA device is available")
+    dev = _device(device)
     model = zoo.load(name_or_dir, device=dev)
     pretext = get_pretext(model.pretext, model)
     test_set = load_dataset(data, "test", root=data_root, data_config=model.data_config).subset(limit)
-    bf16 = _use_bf16(TrainConfig(precision=precision), dev)
+    bf16 = _use_bf16(precision, dev)
     acc = pretext_accuracy(model, pretext, test_set.images, model.data_config, dev, bf16=bf16)
     return {"model": model.config.get("name", str(name_or_dir)), "pretext": model.pretext, "split": test_set.name,
             "images": len(test_set), "accuracy": acc, "precision": "bf16 autocast" if bf16 else "fp32"}
@@ -212,9 +217,7 @@ def _kept(ckpt: Path, step: int) -> str:
 
 def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     """Train ``cfg.model``'s architecture on its pretext; returns the saved model directory."""
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda asked for, but no CUDA device is available")
+    device = _device(cfg.device)
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not resume:
@@ -225,7 +228,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     data_config = model.data_config
     pretext = get_pretext(model.pretext, model)
     train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
-    bf16 = _use_bf16(cfg, device)
+    bf16 = _use_bf16(cfg.precision, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
