@@ -6,6 +6,7 @@ temporary directory; features are extracted once per module and then come from t
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from sslzoo import zoo
-from sslzoo.training import probe
+from sslzoo.training import feature_cache, probe
 from sslzoo.training.augment import to_model_input
 from sslzoo.training.data import FMNIST_CLASSES, load_dataset
 
@@ -214,3 +215,28 @@ def test_full_fashion_mnist_solvers_agree(tmp_path, fmnist_root):
     d = zoo.save_pretrained(zoo.load("rotation-alexnet", pretrained=False), tmp_path / "model")
     report = probe.run_probe(d, solver="both", random_baseline=False, data_root=fmnist_root, cache_dir=tmp_path / "cache")
     assert report["agreement"]["max_abs_diff_pt"] <= 0.5, report["results"]["model"]
+
+
+def _cached_limits(cache):
+    """The subset sizes (the last number of each entry's data name) of the cached files."""
+    return sorted(int(p.parent.name.rsplit("-", 1)[0].rsplit("_", 1)[1]) for p in cache.rglob("*.safetensors"))
+
+
+def test_feature_cache_stays_under_its_limit(model_dir, data, tmp_path, monkeypatch):
+    """Least recently used entries go once the cache passes $SSLZOO_CACHE_GB; a hit counts as a use."""
+    model = zoo.load(model_dir)
+    cache = tmp_path / "bounded"
+    probe.cached_features(model, data[0].subset(16), ("conv1",), cache_dir=cache)
+    probe.cached_features(model, data[0].subset(17), ("conv1",), cache_dir=cache)
+    (entry_a,), (entry_b,) = (cache.glob(f"*/*_{n}-*/*.safetensors") for n in (16, 17))
+    os.utime(entry_a, (1, 1))
+    os.utime(entry_b, (2, 2))
+    probe.cached_features(model, data[0].subset(16), ("conv1",), cache_dir=cache)  # hit: a is now the newest
+    size = entry_a.stat().st_size
+    monkeypatch.setenv(feature_cache.LIMIT_ENV, str(2.5 * size / 1e9))  # room for two entries, not three
+    probe.cached_features(model, data[0].subset(18), ("conv1",), cache_dir=cache)
+    assert _cached_limits(cache) == [16, 18]  # b, the least recently used, went
+    monkeypatch.setenv(feature_cache.LIMIT_ENV, "0")  # the current run's files are never evicted
+    feats = probe.cached_features(model, data[0].subset(19), ("conv1", "conv2"), cache_dir=cache)
+    assert _cached_limits(cache) == [19, 19]
+    assert feats["conv2"].shape[0] == 19

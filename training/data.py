@@ -2,12 +2,17 @@
 
 ``fashion-mnist``: the four IDX files from /usr/share/datasets/fashion-mnist (Debian package
 ``dataset-fashion-mnist``), a ``--data-root`` holding them (gzipped or not, flat or in
-torchvision's ROOT/FashionMNIST/raw), or torchvision's download when online.
+torchvision's ROOT/FashionMNIST/raw), or, when online, a download of the four .gz files from
+``$SSLZOO_FMNIST_URL`` (default: the dataset's own mirror) into ``--data-root`` or
+``~/.cache/sslzoo/data`` (``$SSLZOO_DATA``).
 ``imagefolder:PATH``: PATH/<class>/<image>, decoded once with the zoo's image loader.
 """
 from __future__ import annotations
 
 import gzip
+import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +25,7 @@ FMNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _IDX_DTYPES = {0x08: np.uint8}
+FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's mirror
 
 
 class DataError(Exception):
@@ -68,23 +74,46 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SSLZOO_DATA") or Path.home() / ".cache" / "sslzoo" / "data").expanduser()
+
+
+def download_fashion_mnist(split: str, root: Path, base_url: str | None = None) -> None:
+    """Fetch ``split``'s two .gz files into ``root`` (each written to a temporary name, checked as
+    IDX, then renamed: an interrupted download leaves nothing that looks complete)."""
+    base = (base_url or os.environ.get("SSLZOO_FMNIST_URL") or FMNIST_URL).rstrip("/") + "/"
+    root.mkdir(parents=True, exist_ok=True)
+    for stem in _FMNIST_FILES[split]:
+        dest = root / f"{stem}.gz"
+        if dest.is_file():
+            continue
+        tmp = dest.with_name(f".{stem}.{os.getpid()}.part.gz")  # .gz: read_idx checks it gunzipped
+        try:
+            with urllib.request.urlopen(base + dest.name, timeout=60) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+            read_idx(tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> ImageSet:
-    roots = [Path(root)] if root else [FMNIST_SYSTEM_ROOT]
+    roots = [Path(root)] if root else [FMNIST_SYSTEM_ROOT, default_data_dir()]
     img_stem, lbl_stem = _FMNIST_FILES[split]
     for r in roots:
         img, lbl = _find(r, img_stem), _find(r, lbl_stem)
         if img and lbl:
             break
     else:
-        r = roots[0]
-        try:  # online fallback: torchvision's own download into ROOT/FashionMNIST/raw
-            from torchvision.datasets import FashionMNIST
-            FashionMNIST(str(r), train=split == "train", download=True)
-        except Exception as e:  # noqa: BLE001 - any failure means "not available here"
+        r = roots[-1]
+        try:
+            download_fashion_mnist(split, r)
+        except (OSError, urllib.error.URLError, DataError) as e:
             raise DataError(
-                f"Fashion-MNIST {split} files not found under {r} and the download failed ({type(e).__name__}). "
-                "Install them with `apt-get install dataset-fashion-mnist` or pass --data-root DIR "
-                f"holding {img_stem}[.gz] and {lbl_stem}[.gz].") from None
+                f"Fashion-MNIST {split} files not found under {' or '.join(map(str, roots))} and the download "
+                f"into {r} failed ({e}). Install them with `apt-get install dataset-fashion-mnist` or pass "
+                f"--data-root DIR holding {img_stem}[.gz] and {lbl_stem}[.gz].") from None
         img, lbl = _find(r, img_stem), _find(r, lbl_stem)
     images, labels = read_idx(img), read_idx(lbl)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

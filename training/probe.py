@@ -13,17 +13,14 @@ Two solvers of that objective:
           has dropped 100-fold.
 
 Features are extracted once per (trunk weights, data config, dataset split and limit, layer, grid)
-and cached as safetensors under ``$SSLZOO_CACHE`` (default ``~/.cache/sslzoo/features``), so
-re-probing a model, or a second solver, reuses them.
+and cached as safetensors under ``$SSLZOO_CACHE`` (default ``~/.cache/sslzoo/features``, at most
+``$SSLZOO_CACHE_GB`` GB, see ``feature_cache``), so re-probing a model, or a second solver, reuses them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +28,16 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from sslzoo import zoo
 from sslzoo.zoo._hub import atomic_write, atomic_write_text, state_sha256
 from sslzoo.zoo._probe_head import TARGET_DIMS, LinearProbe, pool_features, probe_grid
 
+from . import feature_cache
 from .augment import to_model_input
+from .feature_cache import CACHE_ENV, default_cache_dir, slug as _slug  # noqa: F401 - CACHE_ENV re-exported
 from .data import ImageSet, load_dataset
 
-CACHE_ENV = "SSLZOO_CACHE"
-CACHE_FORMAT = 1  # bump when the cached tensors' meaning changes
 REPORT_FILE = "probe_report.json"
 PLOT_FILE = "probe_plot.png"
 RANDOM_ROW = "random init (same probe)"
@@ -57,10 +52,6 @@ class ProbeError(ValueError):
 
 
 # --------------------------------------------------------------------------- features + cache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sslzoo" / "features").expanduser()
 
 
 def trunk_fingerprint(model: zoo.PretextModel) -> str:
@@ -98,17 +89,6 @@ def extract_pooled(model: zoo.PretextModel, images_uint8: torch.Tensor, layers: 
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "data"
-
-
-def _cache_file(cache_dir: Path, fingerprint: str, data_name: str, layer: str, grid: tuple[int, int]) -> Path:
-    # data_name is the ImageSet's name, e.g. "fashion-mnist/train[:2000]": dataset, split and limit
-    digest = hashlib.sha256(data_name.encode()).hexdigest()[:10]
-    return (cache_dir / f"v{CACHE_FORMAT}-{fingerprint[:24]}" / f"{_slug(data_name)}-{digest}"
-            / f"{layer}-{grid[0]}x{grid[1]}.safetensors")
-
-
 def cached_features(model: zoo.PretextModel, data: ImageSet, layers: Iterable[str], *,
                     cache_dir: str | Path | None = None, batch_size: int = 256,
                     fingerprint: str | None = None) -> dict[str, torch.Tensor]:
@@ -116,10 +96,11 @@ def cached_features(model: zoo.PretextModel, data: ImageSet, layers: Iterable[st
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = fingerprint or trunk_fingerprint(model)
     grids = {layer: layer_grid(model, layer)[1] for layer in layers}
+    paths = {layer: feature_cache.entry_path(cache_dir, fingerprint, data.name, layer, grid)
+             for layer, grid in grids.items()}
     out, missing = {}, []
-    for layer, grid in grids.items():
-        path = _cache_file(cache_dir, fingerprint, data.name, layer, grid)
-        feats = _read_cached(path, len(data))
+    for layer, path in paths.items():
+        feats = feature_cache.read(path, len(data))
         if feats is None:
             missing.append(layer)
         else:
@@ -127,26 +108,13 @@ def cached_features(model: zoo.PretextModel, data: ImageSet, layers: Iterable[st
             STATS["cache_hits"] += 1
     if missing:
         fresh = extract_pooled(model, data.images, missing, batch_size)
-        for layer in missing:
-            path = _cache_file(cache_dir, fingerprint, data.name, layer, grids[layer])
-            meta = {"model": model.name, "data": data.name, "layer": layer, "grid": json.dumps(grids[layer])}
-            try:
-                atomic_write(path, lambda tmp, t=fresh[layer]: save_file({"features": t}, tmp, metadata=meta))
-            except OSError as e:  # a read-only or full cache must not stop the probe
-                print(f"warning: cannot cache features in {path.parent} ({e})", file=sys.stderr)
+        wrote = [feature_cache.write(paths[layer], fresh[layer],
+                                     feature_cache.meta_for(model.name, data.name, layer, grids[layer]))
+                 for layer in missing]
+        if any(wrote):
+            feature_cache.prune(cache_dir, keep=paths.values())
         out.update(fresh)
     return {layer: out[layer] for layer in grids}
-
-
-def _read_cached(path: Path, n: int) -> torch.Tensor | None:
-    """Cached N x D features, or None when absent or unusable (then they are recomputed)."""
-    if not path.is_file():
-        return None
-    try:
-        feats = load_file(path)["features"]
-    except (SafetensorError, OSError, KeyError):
-        return None  # corrupt or foreign file: extract again and overwrite it
-    return feats if feats.dim() == 2 and len(feats) == n else None
 
 
 # --------------------------------------------------------------------------- standardisation + objective

@@ -1,5 +1,6 @@
 """ResNet-50 trunk as VISSL builds it (facebookresearch/vissl ``vissl/models/trunks/resnext.py``):
-torchvision's layout and ``Bottleneck`` (stride on the 3x3 conv, "v1.5"), BN eps 1e-5, with
+torchvision's layout and ``Bottleneck`` (stride on the 3x3 conv, "v1.5"; same module names, so
+torchvision/VISSL state dicts load as they are), BN eps 1e-5, with
 VISSL's two options the classic-pretext checkpoints use:
 
 - ``front_end``: ``"rgb"`` (3-channel conv1) or ``"lab_l"`` (colorization: conv1 takes one
@@ -11,6 +12,7 @@ Taps (VISSL's evaluation names): ``conv1`` (after conv1 -> BN -> ReLU, before th
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ._frontends import FRONT_END_CHANNELS, front_end
@@ -19,9 +21,31 @@ from ._staged import StagedTrunk, conv_bn_relu
 DEPTHS = {50: (3, 4, 6, 3)}
 
 
-def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    from torchvision.models.resnet import Bottleneck  # here, not at import: `import sslzoo` stays ~1 s lighter
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride here: ResNet v1.5) -> 1x1 (x4 channels), BN after each, identity or
+    ``downsample`` shortcut added before the last ReLU; torchvision's module names."""
+    expansion = 4
 
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     out = planes * Bottleneck.expansion
     down = None
     if stride != 1 or inplanes != out:
