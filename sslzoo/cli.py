@@ -112,6 +112,7 @@ from ._cli_probe import probe  # noqa: E402
 from ._cli_convert import convert  # noqa: E402
 from ._cli_demo import demo  # noqa: E402
 from ._cli_hub import publish, pull  # noqa: E402
+from ._cli_cache import cache  # noqa: E402
 
 app.command()(extract)
 app.command()(probe)
@@ -119,6 +120,7 @@ app.command()(convert)
 app.command()(demo)
 app.command()(publish)
 app.command()(pull)
+app.command()(cache)
 
 
 def main():  # python -m sslzoo

@@ -240,3 +240,16 @@ def test_feature_cache_stays_under_its_limit(model_dir, data, tmp_path, monkeypa
     feats = probe.cached_features(model, data[0].subset(19), ("conv1", "conv2"), cache_dir=cache)
     assert _cached_limits(cache) == [19, 19]
     assert feats["conv2"].shape[0] == 19
+
+
+def test_cli_cache_lists_and_clears(model_dir, data, tmp_path):
+    model = zoo.load(model_dir)
+    cache = tmp_path / "listed"
+    probe.cached_features(model, data[0].subset(20), ("conv1", "conv2"), cache_dir=cache)
+    proc = run_cli("cache", "--cache-dir", cache, check=True)
+    assert model.name in proc.stdout and "conv1 conv2" in proc.stdout and "2 file(s)" in proc.stdout
+    listed = json.loads(run_cli("cache", "--cache-dir", cache, "--json", check=True).stdout)
+    assert sorted(e["layer"] for e in listed["entries"]) == ["conv1", "conv2"]
+    assert listed["bytes"] == sum(p.stat().st_size for p in cache.rglob("*.safetensors")) > 0
+    assert "removed" in run_cli("cache", "--cache-dir", cache, "--clear", check=True).stdout
+    assert list(cache.rglob("*")) == []  # files and their folders gone

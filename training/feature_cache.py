@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from sslzoo.zoo._hub import atomic_write
@@ -112,6 +112,38 @@ def prune(cache_dir: Path, keep: Iterable[Path], limit: int | None = None) -> li
         print(f"feature cache {cache_dir}: removed {len(removed)} least recently used file(s) to stay under "
               f"{limit / 1e9:.1f} GB (${LIMIT_ENV})", file=sys.stderr)
     return removed
+
+
+def entries(cache_dir: Path) -> list[dict]:
+    """Every cached file, most recently used first: path, model, data, layer, bytes, mtime."""
+    out = []
+    for p in cache_dir.glob("v*-*/*/*.safetensors"):
+        try:
+            st = p.stat()
+            with safe_open(str(p), "pt") as f:  # reads the header only
+                meta = f.metadata() or {}
+        except (OSError, SafetensorError):
+            meta, st = {"model": "(unreadable)"}, p.stat() if p.exists() else None
+        if st is None:
+            continue
+        out.append({"path": str(p), "model": meta.get("model", "?"), "data": meta.get("data", "?"),
+                    "layer": meta.get("layer", p.stem), "bytes": st.st_size, "mtime": st.st_mtime})
+    return sorted(out, key=lambda e: -e["mtime"])
+
+
+def clear(cache_dir: Path) -> int:
+    """Remove every cached feature file and the emptied folders; returns the bytes freed."""
+    freed = 0
+    for p in cache_dir.glob("v*-*/*/*.safetensors"):
+        size = p.stat().st_size
+        p.unlink()
+        freed += size
+    for d in sorted(cache_dir.glob("v*-*/*"), reverse=True) + sorted(cache_dir.glob("v*-*")):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    return freed
 
 
 def meta_for(model_name: str, data_name: str, layer: str, grid: tuple[int, int]) -> dict[str, str]:
