@@ -63,6 +63,7 @@ def train(
     epochs: float = typer.Option(10.0), batch_size: int = typer.Option(128, help="source images per step"),
     lr: float = typer.Option(0.05), weight_decay: float = typer.Option(5e-4), warmup_steps: int = typer.Option(100),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
+    zoom_out: int = typer.Option(0, min=0, help="scale jitter: a random black border of 0..N source px per batch"),
     checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
     seed: int = typer.Option(0), device: str = typer.Option("cpu", help="cpu or cuda"),
     precision: str = typer.Option("auto", help="auto, bf16 or fp32"),
@@ -76,7 +77,7 @@ def train(
 
     cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir),
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_steps=warmup_steps, limit=limit, checkpoint_every=checkpoint_every, seed=seed,
+                      warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out, checkpoint_every=checkpoint_every, seed=seed,
                       device=device, precision=precision, progress=progress, eval_limit=eval_limit,
                       stop_after=stop_after)
     with friendly_errors():

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sslzoo import zoo
-from sslzoo.training.augment import random_crop_flip
+from sslzoo.training.augment import random_crop_flip, random_zoom_out
 from sslzoo.training.loop import TrainConfig, evaluate, lr_at, train
 
 from .conftest import run_cli
@@ -126,3 +126,19 @@ def test_lr_schedule_and_crop_flip():
     flipped = (y[:, 0, 1:3, 1:3] == x[:, 0, 1:3, 1:3].flip(-1)).all(-1).all(-1)
     assert flipped.any() and (~flipped).any()
     assert torch.equal(random_crop_flip(x, 1, torch.Generator().manual_seed(0)), y)
+
+
+def test_zoom_out_borders_the_batch_and_off_is_a_no_op():
+    x = torch.full((8, 1, 28, 28), 200, dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert random_zoom_out(x, 0, gen) is x and torch.equal(gen.get_state(), state)  # off: no draw either
+    sizes = set()
+    for _ in range(40):
+        y = random_zoom_out(x, 3, gen)
+        p = (y.shape[-1] - 28) // 2
+        sizes.add(p)
+        assert y.shape == (8, 1, 28 + 2 * p, 28 + 2 * p)
+        assert torch.equal(y[:, :, p:p + 28, p:p + 28], x)  # the image, unscaled, in the middle
+        assert int(y.sum()) == int(x.sum())  # and only zeros around it
+    assert sizes == {0, 1, 2, 3}

@@ -26,6 +26,19 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def random_zoom_out(x: torch.Tensor, max_pad: int, gen: torch.Generator) -> torch.Tensor:
+    """A zero (black) border of p px on every side, p uniform in 0 .. ``max_pad`` and drawn once per
+    batch (one size keeps the batch one tensor): what the pretext then resizes shows the object at
+    h / (h + 2p) of its frame, a scale jitter. Zero suits Fashion-MNIST's black background.
+
+    x: B x C x h x w -> B x C x (h + 2p) x (w + 2p). ``max_pad`` 0: x itself, and no draw from gen.
+    """
+    if max_pad <= 0:
+        return x
+    p = int(torch.randint(0, max_pad + 1, (1,), generator=gen))
+    return F.pad(x, (p, p, p, p)) if p else x
+
+
 def to_model_input(x: torch.Tensor, data_config: dict, resize: bool = True) -> torch.Tensor:
     """uint8 B x C x h x w -> normalised float B x C x H x W at the model's input size
     (``resize=False``: normalised at the source size h x w)."""

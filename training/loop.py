@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from sslzoo import zoo
 from sslzoo.zoo._hub import atomic_write, round_to_storage
 
-from .augment import random_crop_flip, to_model_input
+from .augment import random_crop_flip, random_zoom_out, to_model_input
 from .data import load_dataset
 from .pretexts import get_pretext
 
@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_steps: int = 100
     crop_pad: int = 2  # random translation, in source pixels
+    zoom_out: int = 0  # random zero border of 0..zoom_out source px per batch (scale jitter; 0: off)
     limit: int | None = None  # use only the first N training images
     checkpoint_every: int = 200  # steps
     seed: int = 0
@@ -58,7 +59,7 @@ class TrainConfig:
 
 # Fields that must match when resuming (the rest, e.g. progress or device, may change).
 _RESUME_KEYS = ("model", "data", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                "warmup_steps", "crop_pad", "limit", "seed", "precision")
+                "warmup_steps", "crop_pad", "zoom_out", "limit", "seed", "precision")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -183,10 +184,12 @@ def pretext_input(x_uint8: torch.Tensor, pretext, data_config: dict) -> torch.Te
     return to_model_input(x_uint8, data_config, resize=getattr(pretext, "resize_input", True))
 
 
-def make_batch(x_uint8: torch.Tensor, pretext, data_config: dict, crop_pad: int, gen: torch.Generator):
+def make_batch(x_uint8: torch.Tensor, pretext, data_config: dict, crop_pad: int, gen: torch.Generator,
+               zoom_out: int = 0):
     """uint8 B x C x h x w source images -> the pretext's (inputs, targets), all batched tensor ops
     on the images' device (rotation: inputs 4B x C x H x W, targets 4B)."""
-    x = pretext_input(random_crop_flip(x_uint8, crop_pad, gen), pretext, data_config)
+    x = random_zoom_out(random_crop_flip(x_uint8, crop_pad, gen), zoom_out, gen)
+    x = pretext_input(x, pretext, data_config)
     inputs, targets = pretext.make_batch(x, gen)
     if inputs.is_cuda and inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -264,7 +267,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
             t0 = time.perf_counter()
             gen = _generator(cfg.seed, 1 << 20, step)
             idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(device)
-            inputs, targets = make_batch(images[idx], pretext, data_config, cfg.crop_pad, gen)
+            inputs, targets = make_batch(images[idx], pretext, data_config, cfg.crop_pad, gen, cfg.zoom_out)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
