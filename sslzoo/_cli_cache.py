@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._cli_common import EXIT_FAILED, err
+
 out = Console(highlight=False)
 
 
@@ -23,8 +25,11 @@ def cache(
 
     directory = (cache_dir or feature_cache.default_cache_dir()).expanduser()
     if clear:
-        freed = feature_cache.clear(directory) if directory.is_dir() else 0
+        freed, failed = feature_cache.clear(directory) if directory.is_dir() else (0, 0)
         out.print(f"{directory}: removed {freed / 1e9:.2f} GB of cached features")
+        if failed:
+            err.print(f"[bold red]error:[/] {failed} file(s) in {directory} could not be removed (permissions?)")
+            raise typer.Exit(EXIT_FAILED)
         return
     rows = feature_cache.entries(directory) if directory.is_dir() else []
     total, limit = sum(e["bytes"] for e in rows), feature_cache.limit_bytes()

@@ -77,9 +77,9 @@ def train(
 
     cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir),
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out, checkpoint_every=checkpoint_every, seed=seed,
-                      device=device, precision=precision, progress=progress, eval_limit=eval_limit,
-                      stop_after=stop_after)
+                      warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out,
+                      checkpoint_every=checkpoint_every, seed=seed, device=device, precision=precision,
+                      progress=progress, eval_limit=eval_limit, stop_after=stop_after)
     with friendly_errors():
         run(cfg, resume=resume, log=out.print)
 

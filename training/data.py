@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import gzip
 import os
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from sslzoo.zoo._hub import atomic_write
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -48,9 +49,10 @@ class ImageSet:
         return ImageSet(self.images[:n], self.labels[:n], self.classes, f"{self.name}[:{n}]")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def read_idx(path: Path, gzipped: bool | None = None) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not (None: by the .gz suffix)."""
+    path = Path(path)
+    opener = gzip.open if (path.suffix == ".gz" if gzipped is None else gzipped) else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
@@ -79,23 +81,23 @@ def default_data_dir() -> Path:
 
 
 def download_fashion_mnist(split: str, root: Path, base_url: str | None = None) -> None:
-    """Fetch ``split``'s two .gz files into ``root`` (each written to a temporary name, checked as
-    IDX, then renamed: an interrupted download leaves nothing that looks complete)."""
+    """Fetch ``split``'s two .gz files into ``root``, each written atomically and checked as IDX
+    first: an interrupted or wrong download leaves nothing that looks complete."""
     base = (base_url or os.environ.get("SSLZOO_FMNIST_URL") or FMNIST_URL).rstrip("/") + "/"
     root.mkdir(parents=True, exist_ok=True)
     for stem in _FMNIST_FILES[split]:
         dest = root / f"{stem}.gz"
         if dest.is_file():
             continue
-        tmp = dest.with_name(f".{stem}.{os.getpid()}.part.gz")  # .gz: read_idx checks it gunzipped
-        try:
-            with urllib.request.urlopen(base + dest.name, timeout=60) as r, open(tmp, "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-            read_idx(tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(dest, lambda tmp: _fetch_idx_gz(base + dest.name, Path(tmp)))
+
+
+def _fetch_idx_gz(url: str, path: Path) -> None:
+    """Download ``url`` into ``path`` and check that it is a gzipped IDX file (DataError if not)."""
+    with urllib.request.urlopen(url, timeout=60) as r, open(path, "wb") as f:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+    read_idx(path, gzipped=True)
 
 
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> ImageSet:
@@ -109,7 +111,7 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
         r = roots[-1]
         try:
             download_fashion_mnist(split, r)
-        except (OSError, urllib.error.URLError, DataError) as e:
+        except (OSError, DataError) as e:  # OSError includes urllib's URLError
             raise DataError(
                 f"Fashion-MNIST {split} files not found under {' or '.join(map(str, roots))} and the download "
                 f"into {r} failed ({e}). Install them with `apt-get install dataset-fashion-mnist` or pass "

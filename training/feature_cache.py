@@ -79,35 +79,44 @@ def write(path: Path, feats: torch.Tensor, meta: dict[str, str]) -> bool:
         return False
 
 
+def _files(cache_dir: Path) -> list[tuple[Path, os.stat_result]]:
+    """Every cached feature file (``entry_path``'s layout) with its stat; files gone meanwhile are skipped."""
+    out = []
+    for p in cache_dir.glob("v*-*/*/*.safetensors"):
+        try:
+            out.append((p, p.stat()))
+        except OSError:
+            continue
+    return out
+
+
+def _remove(p: Path) -> bool:
+    """Delete one cached file and the folders it leaves empty; False if it could not be deleted."""
+    try:
+        p.unlink()
+    except OSError:
+        return False
+    for d in (p.parent, p.parent.parent):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            break
+    return True
+
+
 def prune(cache_dir: Path, keep: Iterable[Path], limit: int | None = None) -> list[Path]:
     """Delete least recently used entries until the cache holds <= ``limit`` bytes; never ``keep``."""
     limit = limit_bytes() if limit is None else limit
     keep = {Path(p).resolve() for p in keep}
-    files = []
-    for p in cache_dir.glob("v*-*/*/*.safetensors"):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        files.append((st.st_mtime, st.st_size, p))
-    total = sum(size for _, size, _ in files)
+    files = _files(cache_dir)
+    total = sum(st.st_size for _, st in files)
     removed = []
-    for _, size, p in sorted(files, key=lambda f: f[0]):
+    for p, st in sorted(files, key=lambda f: f[1].st_mtime):
         if total <= limit:
             break
-        if p.resolve() in keep:
-            continue
-        try:
-            p.unlink()
-        except OSError:
-            continue
-        total -= size
-        removed.append(p)
-        for d in (p.parent, p.parent.parent):
-            try:
-                d.rmdir()  # only when empty
-            except OSError:
-                break
+        if p.resolve() not in keep and _remove(p):
+            total -= st.st_size
+            removed.append(p)
     if removed:
         print(f"feature cache {cache_dir}: removed {len(removed)} least recently used file(s) to stay under "
               f"{limit / 1e9:.1f} GB (${LIMIT_ENV})", file=sys.stderr)
@@ -117,33 +126,26 @@ def prune(cache_dir: Path, keep: Iterable[Path], limit: int | None = None) -> li
 def entries(cache_dir: Path) -> list[dict]:
     """Every cached file, most recently used first: path, model, data, layer, bytes, mtime."""
     out = []
-    for p in cache_dir.glob("v*-*/*/*.safetensors"):
+    for p, st in _files(cache_dir):
         try:
-            st = p.stat()
             with safe_open(str(p), "pt") as f:  # reads the header only
                 meta = f.metadata() or {}
         except (OSError, SafetensorError):
-            meta, st = {"model": "(unreadable)"}, p.stat() if p.exists() else None
-        if st is None:
-            continue
+            meta = {"model": "(unreadable)"}
         out.append({"path": str(p), "model": meta.get("model", "?"), "data": meta.get("data", "?"),
                     "layer": meta.get("layer", p.stem), "bytes": st.st_size, "mtime": st.st_mtime})
     return sorted(out, key=lambda e: -e["mtime"])
 
 
-def clear(cache_dir: Path) -> int:
-    """Remove every cached feature file and the emptied folders; returns the bytes freed."""
-    freed = 0
-    for p in cache_dir.glob("v*-*/*/*.safetensors"):
-        size = p.stat().st_size
-        p.unlink()
-        freed += size
-    for d in sorted(cache_dir.glob("v*-*/*"), reverse=True) + sorted(cache_dir.glob("v*-*")):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    return freed
+def clear(cache_dir: Path) -> tuple[int, int]:
+    """Remove every cached feature file and the emptied folders: (bytes freed, files that could not go)."""
+    freed = failed = 0
+    for p, st in _files(cache_dir):
+        if _remove(p):
+            freed += st.st_size
+        else:
+            failed += 1
+    return freed, failed
 
 
 def meta_for(model_name: str, data_name: str, layer: str, grid: tuple[int, int]) -> dict[str, str]:

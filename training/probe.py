@@ -240,8 +240,9 @@ class _Preconditioner:
 
 
 def _orthonormal(y: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis of y's columns (D x w): Cholesky QR in float64 (w x w work, ~10x faster
-    than Householder QR here), Householder QR if the Gram matrix is too ill-conditioned."""
+    """Orthonormal basis of y's columns (D x w): Cholesky QR, the w x w Gram matrix and its Cholesky
+    factor in float64 (~10x faster than Householder QR here); Householder QR if the Gram matrix is
+    too ill-conditioned."""
     gram = (y.T @ y).double()
     chol, info = torch.linalg.cholesky_ex(gram + 1e-12 * gram.diagonal().max() * torch.eye(len(gram), dtype=gram.dtype))
     if info.item() != 0:
