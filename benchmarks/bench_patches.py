@@ -4,7 +4,11 @@ All sides start from the same uint8 28x28 Fashion-MNIST images and end with the 
 (inputs, targets) tensors, built the same way:
   tensor:  the loop's ``pretext_input`` (normalise; the patch plug-ins take the 28-px source) + the
            plug-in's ``make_batch`` (per tile two small batched matmuls = the bilinear resize to the
-           228-px grid restricted to the tile, per-tile normalisation from the factors, all batched);
+           228-px grid restricted to the tile, per-tile normalisation from the factors, all batched),
+           tiles made in the dtype training computes in on this device (``--precision auto``: bf16
+           where the CPU/GPU has it, as ``sslzoo train`` does, else fp32);
+  fp32:    the same, tiles in float32 (what the per-sample loaders make), shown so the ratio is not
+           only the dtype's;
   authors: the authors' loaders as written (bbrattoli/JigsawPuzzlePytorch's JigsawImageLoader),
            image by image: PIL resize to the 228-px grid, per tile a PIL crop of its cell, torchvision
            RandomCrop(tile), ToTensor, the tile's mean/std, transforms.Normalize; shuffle (jigsaw)
@@ -28,7 +32,7 @@ from torchvision import transforms as T
 
 from sslzoo import zoo
 from sslzoo.training.data import load_fashion_mnist
-from sslzoo.training.loop import pretext_input
+from sslzoo.training.loop import _use_bf16, input_dtype, pretext_input
 from sslzoo.training.pretexts import get_pretext
 from sslzoo.zoo.pretexts import relpatch
 from sslzoo.zoo.pretexts.patches import CELL, TILE
@@ -114,10 +118,12 @@ def main():
 
     images = load_fashion_mnist("train").images[:args.batch_size]  # B x 1 x 28 x 28 uint8
     images_dev, images_np = images.to(device), images[:, 0].numpy()
+    dtype = input_dtype(_use_bf16("auto", device)) or torch.float32
     print(f"device {device}, {torch.get_num_threads()} torch thread(s), batch {args.batch_size} Fashion-MNIST images, "
-          f"tiles {TILE} px in {CELL}-px cells, best of {args.repeats}")
+          f"tiles {TILE} px in {CELL}-px cells, tensor tiles in {str(dtype).removeprefix('torch.')} "
+          f"(training's dtype here), best of {args.repeats}")
     print(f"{'':16s}{'tensor ms':>10s}{'img/s':>8s} | {'authors ms':>10s}{'img/s':>7s}{'ratio':>7s} | "
-          f"{'lean ms':>8s}{'img/s':>7s}{'ratio':>7s}")
+          f"{'lean ms':>8s}{'img/s':>7s}{'ratio':>7s} | {'fp32 ms':>8s}{'ratio':>7s}")
 
     def sync():
         if device.type == "cuda":
@@ -129,9 +135,12 @@ def main():
         perms = model.head.permutations.numpy() if model.pretext == "jigsaw" else None
         rng = np.random.default_rng(0)
 
-        def tensor_batch(step):
+        def tensor_batch(step, dtype=dtype):
             x = pretext_input(images_dev, pretext, model.data_config)
-            return pretext.make_batch(x, torch.Generator().manual_seed(step))
+            return pretext.make_batch(x, torch.Generator().manual_seed(step), dtype)
+
+        def fp32_batch(step):
+            return tensor_batch(step, torch.float32)
 
         def authors_batch(step):
             return authors_jigsaw(images_np, perms, rng) if perms is not None else authors_relpatch(images_np, rng)
@@ -139,7 +148,7 @@ def main():
         def lean_batch(step):
             return pil_jigsaw(images_np, perms, rng) if perms is not None else pil_relpatch(images_np, rng)
 
-        sides = {"tensor": tensor_batch, "authors": authors_batch, "lean": lean_batch}
+        sides = {"tensor": tensor_batch, "authors": authors_batch, "lean": lean_batch, "fp32": fp32_batch}
         shapes = {k: f(0)[0].shape for k, f in sides.items()}  # warm-up
         assert len(set(shapes.values())) == 1, shapes
         times: dict[str, list[float]] = {k: [] for k in sides}
@@ -148,11 +157,12 @@ def main():
                 sync(); t0 = time.perf_counter()
                 f(step)
                 sync(); times[k].append(time.perf_counter() - t0)
-        t, a, p = (min(times[k]) for k in ("tensor", "authors", "lean"))
+        t, a, p, f = (min(times[k]) for k in ("tensor", "authors", "lean", "fp32"))
         b = args.batch_size
         print(f"{model.pretext:16s}{1e3 * t:10.1f}{b / t:8.0f} | {1e3 * a:10.1f}{b / a:7.0f}{a / t:6.1f}x | "
-              f"{1e3 * p:8.1f}{b / p:7.0f}{p / t:6.1f}x")
-    print("ratio = per-sample time / batched tensor time for the same batch (target >= 20x against the authors' loader)")
+              f"{1e3 * p:8.1f}{b / p:7.0f}{p / t:6.1f}x | {1e3 * f:8.1f}{a / f:6.1f}x")
+    print("ratio = per-sample time / batched tensor time for the same batch (target >= 20x against the authors' loader);"
+          "\nfp32 ratio = authors' time / the tensor side making float32 tiles")
 
 
 if __name__ == "__main__":

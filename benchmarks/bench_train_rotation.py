@@ -18,7 +18,7 @@ from PIL import Image
 
 from sslzoo import zoo
 from sslzoo.training.data import load_fashion_mnist
-from sslzoo.training.loop import TrainConfig, _generator, _use_bf16, make_batch, train_step
+from sslzoo.training.loop import TrainConfig, _generator, _use_bf16, input_dtype, make_batch, train_step
 from sslzoo.training.pretexts import get_pretext
 
 
@@ -70,7 +70,7 @@ def main():
     for step in range(args.steps + 3):  # 3 warm-up steps
         idx = torch.randint(0, len(images), (args.batch_size,), generator=_generator(1, step)).to(device)
         sync(); t0 = time.perf_counter()
-        inputs, targets = make_batch(images[idx], pretext, dc, 2, _generator(2, step))
+        inputs, targets = make_batch(images[idx], pretext, dc, 2, _generator(2, step), dtype=input_dtype(bf16))
         sync(); t1 = time.perf_counter()
         train_step(model, opt, pretext, inputs, targets, bf16=bf16, weight_decay=5e-4, wd_mask=wd_mask)
         sync(); t2 = time.perf_counter()

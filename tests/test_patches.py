@@ -129,6 +129,20 @@ def test_tiles_of_other_sizes_equal_resizing_to_the_grid_then_cropping(size):
     assert torch.allclose(fused, patches.normalize_tiles(via_grid), atol=1e-3)
     flat = patches.cut_tiles(torch.full((1, 1, size, size), 0.3), normalize=True)  # blank: 0, not noise blown up
     assert torch.equal(flat, torch.zeros_like(flat))
+    # bf16 tiles (training under bf16 autocast): the fp32 tiles to bf16 rounding, not a cast of something else
+    half = patches.cut_tiles(x, gen=torch.Generator().manual_seed(5), cells=cells, normalize=True, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.shape == fused.shape
+    assert torch.allclose(half.float(), fused, rtol=2e-2, atol=2e-2)
+    assert (half.float() - fused).abs().mean() < 4e-3
+
+
+def test_plugins_make_inputs_in_the_dtype_asked_for(jigsaw_model, relpatch_model):
+    x = _noise_images(4)
+    for pt in (get_pretext("jigsaw", jigsaw_model), get_pretext("relative-patch", relpatch_model), get_pretext("rotation")):
+        ref, ref_targets = pt.make_batch(x, torch.Generator().manual_seed(2))
+        half, targets = pt.make_batch(x, torch.Generator().manual_seed(2), torch.bfloat16)
+        assert ref.dtype == torch.float32 and half.dtype == torch.bfloat16, pt.name
+        assert torch.equal(targets, ref_targets) and torch.allclose(half.float(), ref, atol=3e-2), pt.name
 
 
 def test_per_tile_normalisation_and_grayscale():

@@ -153,7 +153,7 @@ def pretext_accuracy(model, pretext, images: torch.Tensor, data_config: dict, de
     correct = total = 0
     for i in range(0, len(images), batch_size):
         x = pretext_input(images[i:i + batch_size].to(device), pretext, data_config)
-        inputs, targets = pretext.make_batch(x, _generator(12345, i))
+        inputs, targets = pretext.make_batch(x, _generator(12345, i), input_dtype(bf16))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.predict_pretext(inputs)
         correct += pretext.correct(out, targets)
@@ -184,13 +184,20 @@ def pretext_input(x_uint8: torch.Tensor, pretext, data_config: dict) -> torch.Te
     return to_model_input(x_uint8, data_config, resize=getattr(pretext, "resize_input", True))
 
 
+def input_dtype(bf16: bool) -> torch.dtype | None:
+    """The dtype the pretext inputs are made in: bf16 when the model runs under bf16 autocast (its
+    convolutions would cast them to bf16 anyway; made so, they cost half the memory traffic)."""
+    return torch.bfloat16 if bf16 else None
+
+
 def make_batch(x_uint8: torch.Tensor, pretext, data_config: dict, crop_pad: int, gen: torch.Generator,
-               zoom_out: int = 0):
+               zoom_out: int = 0, dtype: torch.dtype | None = None):
     """uint8 B x C x h x w source images -> the pretext's (inputs, targets), all batched tensor ops
-    on the images' device (rotation: inputs 4B x C x H x W, targets 4B)."""
+    on the images' device (rotation: inputs 4B x C x H x W, targets 4B); inputs in ``dtype``
+    (``input_dtype``; None: float32)."""
     x = random_zoom_out(random_crop_flip(x_uint8, crop_pad, gen), zoom_out, gen)
     x = pretext_input(x, pretext, data_config)
-    inputs, targets = pretext.make_batch(x, gen)
+    inputs, targets = pretext.make_batch(x, gen, dtype)
     if inputs.is_cuda and inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, targets
@@ -267,7 +274,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
             t0 = time.perf_counter()
             gen = _generator(cfg.seed, 1 << 20, step)
             idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(device)
-            inputs, targets = make_batch(images[idx], pretext, data_config, cfg.crop_pad, gen, cfg.zoom_out)
+            inputs, targets = make_batch(images[idx], pretext, data_config, cfg.crop_pad, gen, cfg.zoom_out,
+                                         input_dtype(bf16))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t1 = time.perf_counter()

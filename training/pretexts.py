@@ -1,8 +1,9 @@
 """Training side of each pretext: turn a batch of images into (inputs, targets) and score outputs.
 
-A plug-in is small: ``make_batch(x, gen)`` on a normalised B x C x H x W float batch (on the
-training device; at the model's input size, or at the images' own size when the plug-in sets
-``resize_input = False``), ``loss(outputs, targets)``, ``correct(outputs, targets)``. The loop never
+A plug-in is small: ``make_batch(x, gen, dtype)`` on a normalised B x C x H x W float batch (on
+the training device; at the model's input size, or at the images' own size when the plug-in sets
+``resize_input = False``; ``dtype`` the inputs' dtype, the model's compute dtype, e.g. bf16 under
+autocast, None: x's), ``loss(outputs, targets)``, ``correct(outputs, targets)``. The loop never
 knows which pretext it runs. Inference pieces (rotations, tile cutting, heads) come from
 ``sslzoo.zoo.pretexts``. Plug-ins whose batches depend on the model (the jigsaw permutation set,
 the tile geometry) are built by ``from_model(model)``, reading them from the model's head.
@@ -31,9 +32,9 @@ class Rotation(_Classification):
     name = "rotation"
     samples_per_image = 4
 
-    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None):
+    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None, dtype: torch.dtype | None = None):
         # x: B x C x H x W -> inputs 4B x C x H x W, targets 4B (0/90/180/270)
-        return rotation.rotate_all(x)
+        return rotation.rotate_all(x if dtype is None else x.to(dtype))
 
 
 class Jigsaw(_Classification):
@@ -55,12 +56,12 @@ class Jigsaw(_Classification):
     def from_model(cls, model) -> "Jigsaw":
         return cls(model.head.permutations, model.head.cell, model.head.tile)
 
-    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None):
+    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None, dtype: torch.dtype | None = None):
         # x: B x C x H x W -> inputs B x 9 x C x t x t (position i shows cell perm[i]), targets B (0..P-1)
         index = torch.randint(0, len(self.permutations), (x.shape[0],), generator=gen)  # B
         x = patches.random_grayscale(x, self.grayscale_p, gen)  # per image; no-op for 1 channel
         tiles = patches.cut_tiles(x, cell=self.cell, tile=self.tile, gen=gen, cells=self.permutations[index],
-                                  normalize=True)  # B x 9 x C x t x t, each tile zero mean, unit std
+                                  normalize=True, dtype=dtype)  # B x 9 x C x t x t, each tile zero mean, unit std
         return tiles, index.to(x.device)
 
 
@@ -80,10 +81,11 @@ class RelativePatch(_Classification):
     def from_model(cls, model) -> "RelativePatch":
         return cls(model.head.cell, model.head.tile)
 
-    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None):
+    def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None, dtype: torch.dtype | None = None):
         # x: B x C x H x W -> inputs B x 2 x C x t x t (centre, neighbour), targets B (0..7)
         positions = torch.randint(0, len(relpatch.NEIGHBOURS), (x.shape[0],), generator=gen)  # B
-        pairs = relpatch.cut_pairs(x, relpatch.pair_cells(positions), cell=self.cell, tile=self.tile, gen=gen)
+        pairs = relpatch.cut_pairs(x, relpatch.pair_cells(positions), cell=self.cell, tile=self.tile, gen=gen,
+                                   dtype=dtype)
         return pairs, positions.to(x.device)
 
 

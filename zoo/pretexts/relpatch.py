@@ -62,13 +62,16 @@ def prepare_pairs(pairs: torch.Tensor, gen: torch.Generator | None = None, colou
 
 
 def cut_pairs(x: torch.Tensor, cells: torch.Tensor, *, cell: int = CELL, tile: int = TILE,
-              gen: torch.Generator | None = None, colour_p: float = COLOUR_P) -> torch.Tensor:
+              gen: torch.Generator | None = None, colour_p: float = COLOUR_P,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
     """Cut (centre, neighbour) pairs from a batch and prepare them as ``prepare_pairs`` does:
-    x B x C x H x W, cells B x 2 (``pair_cells``) -> B x 2 x C x t x t. Without colour steps
-    (gray input, inference) the per-patch normalisation is done while cutting (one pass)."""
+    x B x C x H x W, cells B x 2 (``pair_cells``) -> B x 2 x C x t x t, in ``dtype`` (None: x's).
+    Without colour steps (gray input, inference) the per-patch normalisation is done while
+    cutting (one pass)."""
     if not _colour_steps(x.shape[1], gen, colour_p):
-        return cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells, normalize=True)
-    return prepare_pairs(cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells), gen, colour_p)
+        return cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells, normalize=True, dtype=dtype)
+    pairs = prepare_pairs(cut_tiles(x, cell=cell, tile=tile, gen=gen, cells=cells), gen, colour_p)
+    return pairs if dtype is None else pairs.to(dtype)
 
 
 class RelativePatchHead(nn.Module):
