@@ -319,9 +319,11 @@ class _Bf16Features:
         self.rows = _workspace(z.numel()).view(z.shape).copy_(z)  # N x D
 
     def logits(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """z @ w^T + b, returned K x N float32 (classes first: the softmax over classes is then fast;
-        the N x K product transposed is ~1.2x faster than a K x N product here)."""
-        return torch.mm(self.rows, w.to(torch.bfloat16).T).T.float().add_(b[:, None]).contiguous()
+        """z @ w^T + b, returned K x N float32 (classes first: the softmax over classes is then fast).
+
+        As ``linear(w, z)``, the rows in the weight's place: oneDNN's path for a small input times a
+        large weight reads z once, ~1.4x faster here than ``mm(z, w^T)`` (18 vs 25 ms at 60k x 4096)."""
+        return F.linear(w.to(torch.bfloat16), self.rows).float().add_(b[:, None])  # K x N
 
     def residual_grad(self, r: torch.Tensor) -> torch.Tensor:
         """r @ z: K x D float32 for r K x N (row-major r: ~1.3x faster than its transpose's view)."""
