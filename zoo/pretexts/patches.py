@@ -87,7 +87,9 @@ def _resize_bands_cpu(n: int, size: int, tile: int) -> tuple[torch.Tensor, ...]:
     return bands.float(), first, sums.float(), grams.float()
 
 
+@functools.lru_cache(maxsize=32)
 def _resize_bands(n: int, size: int, tile: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``_resize_bands_cpu``'s tables on ``device``, kept there: a GPU batch does not copy them again."""
     return tuple(t.to(device) for t in _resize_bands_cpu(n, size, tile))
 
 
