@@ -216,6 +216,22 @@ def test_jigsaw_save_load_keeps_the_permutation_set(tmp_path, jigsaw_model):
         assert torch.allclose(loaded.predict_pretext(tiles), m.predict_pretext(tiles), atol=0.05)
 
 
+def test_jigsaw_per_tile_mlp_widths():
+    one = jigsaw.JigsawHead(256, num_permutations=100, tile_hidden=512)  # the paper's single fc6
+    deep = jigsaw.JigsawHead(256, num_permutations=100, tile_hidden=[1024, 512])
+    linears = lambda seq: [(m.in_features, m.out_features) for m in seq if isinstance(m, torch.nn.Linear)]
+    assert linears(one.fc6) == [(256, 512)] and linears(deep.fc6) == [(256, 1024), (1024, 512)]
+    assert linears(deep.classifier)[0] == (9 * 512, 512)  # the last width is what each tile contributes
+    assert isinstance(deep.fc6[-1], torch.nn.ReLU)
+    trunk = zoo.load("jigsaw-alexnet", pretrained=False).trunk
+    deep.eval()
+    with torch.no_grad():
+        assert deep(trunk, torch.randn(2, 9, 1, 64, 64)).shape == (2, 100)
+    for bad in (0, [], [512, 0]):
+        with pytest.raises(ValueError, match="tile_hidden"):
+            jigsaw.JigsawHead(256, num_permutations=100, tile_hidden=bad)
+
+
 # --- relative patch location -------------------------------------------------------------------
 
 def test_relpatch_plugin_pairs_centre_with_the_target_neighbour(relpatch_model):

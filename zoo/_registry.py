@@ -91,7 +91,7 @@ register(
 register(
     "jigsaw-alexnet",
     Weights("fmnist", "package:jigsaw-alexnet.fmnist",
-            _alexnet("jigsaw", 1, FMNIST_160, num_permutations=1000, permutation_seed=0, tile_hidden=512, hidden=512,
+            _alexnet("jigsaw", 1, FMNIST_160, num_permutations=1000, permutation_seed=0, tile_hidden=[1024, 512], hidden=512,
                      cell=76, tile=64),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1603.09246"}),
 )

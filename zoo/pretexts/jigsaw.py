@@ -7,8 +7,9 @@ set is chosen greedily for maximal average Hamming distance over all 9! permutat
 one at random); a tile is a random crop inside its cell (gap + jitter, ``patches``); per-tile
 normalisation; 30 % grayscale for colour input (training side). The network is the paper's
 context-free network: the same trunk on each of the nine tiles (shared weights, one batch of
-B * 9), a per-tile fc, the nine fc outputs concatenated in tile order, a classifier over the P
-permutations. Sizes are for the input (pool5 -> 512 per tile, 4608 -> 512 -> P) rather than the
+B * 9), a per-tile fc (``tile_hidden``: one width, or a list for a deeper per-tile MLP), the nine
+outputs concatenated in tile order, a classifier over the P permutations. Sizes are for the input
+(the zoo's fmnist weights: pool5 256 -> 1024 -> 512 per tile, 4608 -> 512 -> P) rather than the
 paper's ImageNet 1024 / 4096. Not implemented: colour jitter (Fashion-MNIST is gray).
 
 Convention: permutation ``perm`` shuffles tiles so that position i of the puzzle shows the tile of
@@ -17,7 +18,7 @@ cell ``perm[i]`` (row-major cells); the target is perm's index in the set.
 from __future__ import annotations
 
 import functools
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -121,17 +122,22 @@ class JigsawHead(nn.Module):
 
     The permutation set is the buffer ``permutations`` (P x 9), saved with the weights, so a
     loaded model reads its predictions out against the set it was trained with.
-    ``cell``/``tile`` are the tile geometry of its training (see ``patches``).
+    ``cell``/``tile`` are the tile geometry of its training (see ``patches``). ``tile_hidden`` is
+    the width of the per-tile fc6 (the paper's one layer) or a list of widths for a deeper per-tile
+    MLP; the last width is what each tile contributes to the concatenation.
     """
 
     def __init__(self, num_features: int, num_permutations: int = NUM_PERMUTATIONS, permutation_seed: int = 0,
-                 tile_hidden: int = 512, hidden: int = 512, cell: int = CELL, tile: int = TILE):
+                 tile_hidden: int | Sequence[int] = 512, hidden: int = 512, cell: int = CELL, tile: int = TILE):
         super().__init__()
         check_geometry(cell, tile)
         self.num_features, self.cell, self.tile = num_features, cell, tile
         self.register_buffer("permutations", permutation_set(num_permutations, permutation_seed))
-        self.fc6 = mlp(num_features, tile_hidden, last_activation=True)  # per tile, shared
-        self.classifier = mlp(NUM_CELLS * tile_hidden, hidden, num_permutations)
+        widths = [tile_hidden] if isinstance(tile_hidden, int) else [int(w) for w in tile_hidden]
+        if not widths or min(widths) < 1:
+            raise ValueError(f"tile_hidden must be a width or a list of widths >= 1, got {tile_hidden!r}")
+        self.fc6 = mlp(num_features, *widths, last_activation=True)  # per tile, shared: F -> widths[-1]
+        self.classifier = mlp(NUM_CELLS * widths[-1], hidden, num_permutations)
 
     @property
     def num_permutations(self) -> int:
