@@ -136,7 +136,9 @@ def test_report_json_and_plot(probed, model_dir):
     assert on_disk == json.loads(json.dumps(report))
     layers = ["conv1", "conv2", "conv3", "conv4", "conv5"]
     assert report["layers"] == layers and report["train_images"] == N_TRAIN and report["test_images"] == N_TEST
-    assert report["feature_dims"] == {"conv1": 4096, "conv2": 3072, "conv3": 3456, "conv4": 2304, "conv5": 2304}
+    # 96 px: conv1 23x23 (64 ch), conv2 11x11 (192), conv3..5 5x5 (384, 256, 256), each pooled to the
+    # largest grid of at most 4096 dims: 8x8, 4x4, 3x3, 4x4, 4x4
+    assert report["feature_dims"] == {"conv1": 4096, "conv2": 3072, "conv3": 3456, "conv4": 4096, "conv5": 4096}
     for accs in (report["accuracy"], report["random_accuracy"]):
         assert set(accs) == set(layers) and all(0.5 < a <= 1.0 for a in accs.values())  # 10 classes: chance is 0.1
     assert report["command"] == f"sslzoo probe {model_dir} --train-limit {N_TRAIN} --test-limit {N_TEST}"

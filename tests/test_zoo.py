@@ -70,7 +70,7 @@ def test_save_load_roundtrip(tmp_path, random_model):
     assert len(cfg["weights"]["sha256"]) == 64 and cfg["pretext"] == "rotation"
     assert (d / "README.md").read_text().startswith("---\n")
     loaded = zoo.load(d)
-    x = torch.randn(2, 1, 64, 64)
+    x = torch.randn(2, *random_model.data_config["input_size"])
     with torch.no_grad():
         assert torch.equal(loaded.predict_pretext(x), random_model.predict_pretext(x))
         assert torch.equal(loaded.features(x, "conv4")["conv4"], random_model.features(x, "conv4")["conv4"])
@@ -121,7 +121,7 @@ def test_transforms_follow_data_config(random_model):
     t = zoo.transforms(random_model)
     img = Image.new("RGB", (100, 50), (255, 255, 255))
     x = t(img)
-    assert x.shape == (1, 64, 64) and x.dtype == torch.float32
+    assert x.shape == (1, *random_model.data_config["input_size"][1:]) and x.dtype == torch.float32
     mean, std = random_model.data_config["mean"][0], random_model.data_config["std"][0]
     assert torch.allclose(x, torch.full_like(x, (1 - mean) / std))
 

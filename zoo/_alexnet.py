@@ -13,8 +13,8 @@ pretext head owns those and is sized for the input.
     conv5  3x3/1 pad 1 -> BN -> ReLU -> maxpool 3/2   (pool5, the trunk's output)
 
 Taps ``conv1..conv5`` are the ReLU outputs, before pooling (RotNet's feature names).
-The smallest input is 63 px (pool5 must still see a 3x3 map); 64 px is used for
-Fashion-MNIST, 224 px for ImageNet.
+The smallest input is 63 px (pool5 must still see a 3x3 map). The Fashion-MNIST models use
+96 px (rotation) and 64-px tiles (jigsaw, relative patch); ImageNet uses 224 px.
 """
 from __future__ import annotations
 

@@ -27,6 +27,10 @@ FMNIST_64 = {
 # The patch pretexts' whole-image input: their trunks learn on 64-px tiles of a 228-px grid image,
 # so features see the whole image enlarged to 160 px (zoo/pretexts/patches.py says why).
 FMNIST_160 = dict(FMNIST_64, input_size=[1, 160, 160])
+# Rotation's input: the whole image enlarged to 96 px. At 64 px (AlexNet's smallest) conv2 sees a
+# 7x7 map and pool5 is 1x1; at 96 px conv2 sees 11x11 and conv3..conv5 5x5, so the probe's taps
+# keep more of the garment's detail, for about the same CPU step time (128 px costs twice as much).
+FMNIST_96 = dict(FMNIST_64, input_size=[1, 96, 96])
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def _alexnet(pretext: str, in_chans: int, data_config: dict, **pretext_args) -> 
 
 register(
     "rotation-alexnet",
-    Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet("rotation", 1, FMNIST_64, hidden=512),
+    Weights("fmnist", "package:rotation-alexnet.fmnist", _alexnet("rotation", 1, FMNIST_96, hidden=512),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1803.07728"}),
 )
 # The patch pretexts train on 64-px tiles cut from a 3x3 grid of 76-px cells (zoo/pretexts/patches.py
