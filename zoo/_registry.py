@@ -15,9 +15,8 @@ from ._errors import ZooError
 
 PACKAGE_WEIGHTS = Path(str(files(__package__) / "weights"))
 
-# Fashion-MNIST 28x28 gray, upsampled to AlexNet's smallest workable input.
-FMNIST_64 = {
-    "input_size": [1, 64, 64],
+# Fashion-MNIST 28x28 gray; each entry enlarges it to its own input size (AlexNet needs >= 63 px).
+_FMNIST_GRAY = {
     "mean": [0.2860],
     "std": [0.3530],
     "interpolation": "bilinear",
@@ -26,11 +25,11 @@ FMNIST_64 = {
 }
 # The patch pretexts' whole-image input: their trunks learn on 64-px tiles of a 228-px grid image,
 # so features see the whole image enlarged to 160 px (zoo/pretexts/patches.py says why).
-FMNIST_160 = dict(FMNIST_64, input_size=[1, 160, 160])
+FMNIST_160 = {"input_size": [1, 160, 160], **_FMNIST_GRAY}
 # Rotation's input: the whole image enlarged to 96 px. At 64 px (AlexNet's smallest) conv2 sees a
 # 7x7 map and pool5 is 1x1; at 96 px conv2 sees 11x11 and conv3..conv5 5x5, so the probe's taps
 # keep more of the garment's detail, for about the same CPU step time (128 px costs twice as much).
-FMNIST_96 = dict(FMNIST_64, input_size=[1, 96, 96])
+FMNIST_96 = {"input_size": [1, 96, 96], **_FMNIST_GRAY}
 
 
 @dataclass(frozen=True)
