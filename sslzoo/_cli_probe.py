@@ -57,6 +57,8 @@ def probe(
     fits = ", ".join(f"{s} {t:.1f} s" for s, t in timings["fit_s"].items())
     out.print(f"{report['train_images']} train / {report['test_images']} test images; "
               f"fits (model) {fits}; total {timings['total_s']:.1f} s")
+    dtypes = ", ".join(f"{s} {d}" for s, d in report["solver_pass_dtype"].items())
+    out.print(f"solver passes over the features: {dtypes} ({report['machine']})")
     if "agreement" in report:
         a = report["agreement"]
         out.print(f"fast vs seed: max |top-1 difference| {a['max_abs_diff_pt']:.2f} pt, fast {a['speedup']:.1f}x faster")

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from sslzoo import zoo
-from sslzoo.training import feature_cache, probe
+from sslzoo.training import _lbfgs, _precision, feature_cache, probe
 from sslzoo.training.augment import to_model_input
 from sslzoo.training.data import FMNIST_CLASSES, load_dataset
 
@@ -93,6 +93,54 @@ def test_fast_solver_reaches_a_lower_objective_than_a_few_sgd_epochs(feats, data
     assert fast.objective == pytest.approx(probe.objective(z, train.labels, fast.weight, fast.bias, 5e-4))
 
 
+def _synthetic_problem(n=4000, d=512, k=10, sep=0.15, seed=0):
+    """Standardised, strongly correlated features of k overlapping Gaussian classes (not separable)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    mix = torch.randn(d, d, generator=g) * 3 / d ** 0.5
+    x = (torch.randn(n, d, generator=g) + sep * torch.randn(k, d, generator=g)[y]) @ mix
+    mean, std = probe.standardiser(x)
+    return probe.standardise_(x, mean, std), y
+
+
+def test_bf16_and_fp32_passes_reach_the_same_objective():
+    """The solver's pass dtype changes its arithmetic, not the problem: both reach the optimum of a
+    float32 reference run to 1e-6 (objective within 1e-3 relative) and make the same predictions."""
+    z, y = _synthetic_problem()
+    ref = probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype="fp32", tol=1e-6, max_iter=500))
+    assert ref.info["grad_norm_rel"] <= 1e-6
+    fits = {dt: probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype=dt, tol=1e-4)) for dt in ("fp32", "bf16")}
+    for dt, f in fits.items():
+        assert f.info["pass_dtype"] == dt
+        assert f.info["grad_norm_rel"] <= 1e-4, dt  # converged, not stopped by max_iter
+        assert f.objective == pytest.approx(ref.objective, rel=1e-3), dt
+    pred = {dt: torch.addmm(f.bias, z, f.weight.T).argmax(1) for dt, f in fits.items()}
+    assert (pred["fp32"] == pred["bf16"]).float().mean() >= 0.99
+    assert fits["fp32"].objective == pytest.approx(fits["bf16"].objective, rel=1e-3)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_pass_dtype_follows_the_hardware(native, monkeypatch):
+    """auto: bf16 passes only where the CPU multiplies bf16 natively (emulated bf16 products are ~100x
+    slower than float32 on an AVX2-only CPU); fp32 passes read the caller's features, no bf16 copy."""
+    monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: native)
+    z, y = _synthetic_problem(n=500, d=64)
+    probe.release_workspace()
+    fitted = probe.fit("fast", z, y, 10)  # LBFGSConfig's default: auto
+    assert fitted.info["pass_dtype"] == ("bf16" if native else "fp32")
+    assert bool(_lbfgs._WORKSPACE) == native
+    probe.release_workspace()
+    forced = probe.fit("fast", z, y, 10, pass_dtype="fp32" if native else "bf16")  # an explicit choice wins
+    assert forced.info["pass_dtype"] == ("fp32" if native else "bf16")
+    assert probe.fit("seed", z[:192], y[:192], 10).info["pass_dtype"] == "fp32"
+    probe.release_workspace()
+
+
+def test_unknown_pass_dtype_is_an_error():
+    with pytest.raises(ValueError, match="pass_dtype 'fp16': use one of auto, bf16, fp32"):
+        probe.LBFGSConfig(pass_dtype="fp16")
+
+
 def test_features_cache_hit_skips_the_trunk(model_dir, data, tmp_path, monkeypatch):
     monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path / "env-cache"))
     assert probe.default_cache_dir() == tmp_path / "env-cache"
@@ -144,6 +192,10 @@ def test_report_json_and_plot(probed, model_dir):
     assert report["command"] == f"sslzoo probe {model_dir} --train-limit {N_TRAIN} --test-limit {N_TEST}"
     assert "L-BFGS" in report["protocol"] and "5e-4" in report["protocol"] and "Random-init" in report["protocol"]
     assert report["timings"]["fit_s"]["fast"] > 0
+    used = "bf16" if _precision.native_bf16("cpu") else "fp32"
+    assert report["solver_pass_dtype"] == {"fast": used}
+    assert all(r["pass_dtype"] == used for r in report["results"]["model"]["fast"].values())
+    assert report["machine"] == _precision.machine("cpu")
     with Image.open(model_dir / probe.PLOT_FILE) as img:
         assert img.format == "PNG" and img.width >= 400 and img.height >= 300
         img.verify()
@@ -190,6 +242,8 @@ def test_cli_prints_the_table_and_saves_a_probed_copy(model_dir, feats, cache, t
     assert "model top-1 (fast)" in proc.stdout and "random top-1" in proc.stdout and "delta" in proc.stdout
     assert "conv5" in proc.stdout and f"report: {tmp_path / 'out' / probe.REPORT_FILE}" in proc.stdout
     assert f"plot:   {tmp_path / 'out' / probe.PLOT_FILE}" in proc.stdout
+    used = "bf16" if _precision.native_bf16("cpu") else "fp32"
+    assert f"solver passes over the features: fast {used} (" in proc.stdout
     assert zoo.load(tmp_path / "out").probes.keys() == {"conv5"}  # a probed copy; the source dir is untouched
 
 

@@ -1,8 +1,8 @@
 """The probe's fast solver: full-batch L-BFGS on cached features (``probe``'s ``fast``).
 
 Objective, shared with the seed's SGD: ``mean CE(z W^T + b) + (wd / 2) ||W||^2``, bias not decayed.
-The cost is the passes over the N x D standardised features (in bfloat16, ``_Bf16Features``): two
-per iteration, ``z dW^T`` for the new direction's logits and ``(softmax - onehot) @ z`` for the
+The cost is the passes over the N x D standardised features (``_PassFeatures``: in bfloat16 where
+the hardware multiplies it natively, float32 elsewhere; ``LBFGSConfig.pass_dtype``): two per iteration, ``z dW^T`` for the new direction's logits and ``(softmax - onehot) @ z`` for the
 gradient; everything else is K x N or K x (D + 1) with K classes. A low-rank preconditioner (the
 top principal directions of a row sample) takes out the features' correlation, and the exact line
 search runs on the kept logits without a pass.
@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from ._precision import PRECISIONS, resolved_precision
+
+PASS_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def objective(z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -46,6 +50,14 @@ class LBFGSConfig:
     rank: int = 256  # top principal directions in the preconditioner
     sample: int = 2048  # training rows the preconditioner is estimated from
     seed: int = 0
+    # dtype of the passes over the features: "auto" = bf16 where the features' device multiplies bf16
+    # natively (``_precision.native_bf16``), else fp32; "bf16" / "fp32" force it (tests, benchmarks).
+    # Without native bf16 (e.g. an AVX2-only CPU) PyTorch emulates bf16 products, ~100x slower than fp32.
+    pass_dtype: str = "auto"
+
+    def __post_init__(self):
+        if self.pass_dtype not in PRECISIONS:
+            raise ValueError(f"pass_dtype {self.pass_dtype!r}: use one of {', '.join(PRECISIONS)}")
 
 
 class _Preconditioner:
@@ -58,15 +70,17 @@ class _Preconditioner:
     5e-4): that is what makes plain L-BFGS crawl, and removing the top directions' scale fixes most of it.
     """
 
-    def __init__(self, z: torch.Tensor, rank: int, sample: int, gen: torch.Generator, floor: float):
+    def __init__(self, z: torch.Tensor, rank: int, sample: int, gen: torch.Generator, floor: float,
+                 pass_dtype: torch.dtype = torch.float32):
         n, d = z.shape
         rows = z[torch.randperm(n, generator=gen)[:min(n, sample)]]  # m x D
         rank = max(1, min(rank, d, len(rows)) - 1)
         width = min(d, rank + 10)  # oversampling
         q = torch.randn(d, width, generator=gen)
-        rows16 = rows.to(torch.bfloat16)  # the subspace only steers the solver: bf16 products suffice
+        # the subspace only steers the solver: products in the passes' dtype (bf16 suffices where native)
+        rows_p = rows.to(pass_dtype)
         for _ in range(2):  # one range-finding pass, one power iteration
-            q = _orthonormal((rows16.T @ (rows16 @ q.to(torch.bfloat16))).float())  # D x width
+            q = _orthonormal((rows_p.T @ (rows_p @ q.to(pass_dtype))).float())  # D x width
         b = rows @ q  # m x width: the sample in the subspace
         ev, u = torch.linalg.eigh(b.T @ b / len(rows))  # ascending; width x width, not an m x width SVD
         ev, u = ev.flip(0)[:rank].clamp_min(0), u.flip(1)[:, :rank]
@@ -140,49 +154,57 @@ def _two_loop(g: torch.Tensor, history: list, precond: _Preconditioner) -> torch
     return r.neg_()
 
 
-class _Bf16Features:
-    """The standardised features as the solver reads them: N x D in bfloat16.
+class _PassFeatures:
+    """The standardised features as the solver's passes read them: N x D in ``dtype`` (bfloat16 or
+    float32, see ``LBFGSConfig.pass_dtype``).
 
     Each L-BFGS iteration makes two passes over them, ``z @ dW^T`` and ``r @ z``. In bfloat16 each
-    pass moves half the bytes and runs on the CPU's bf16 dot-product units (AVX512-BF16 / AMX)
-    where it has them: ~4x faster than float32 here. Products accumulate in float32 and come back
-    as float32. bf16 keeps ~3 significant digits of a standardised feature; the logits, sums of
-    thousands of such products, move by ~1e-3 of their spread. The objective reported and the test
-    accuracy use the float32 features.
+    pass moves half the bytes and, on a CPU with bf16 dot-product units (AVX512-BF16 / AMX), runs
+    on them: ~4x faster than float32 there. Without them PyTorch emulates bf16 products, ~100x
+    slower than float32 (29.7 s against 0.30 s for one pass on an AVX2-only EPYC): hence float32
+    there. bf16 products accumulate in float32 and come back as float32; bf16 keeps ~3 significant
+    digits of a standardised feature, so the logits, sums of thousands of such products, move by
+    ~1e-3 of their spread. The objective reported and the test accuracy use the float32 features.
 
-    The bf16 copy lives in a buffer reused from tap to tap (``_workspace``): filling freshly
-    allocated memory costs a page fault per 4 KiB, which made the conversion ~5x slower than
-    the copy itself (~0.3 s against 0.06 s for 60k x 4096 features).
+    float32: the caller's features themselves (no copy). bfloat16: a copy in a buffer reused from
+    tap to tap (``_workspace``): filling freshly allocated memory costs a page fault per 4 KiB,
+    which made the conversion ~5x slower than the copy itself (~0.3 s against 0.06 s for 60k x
+    4096 features).
     """
 
-    def __init__(self, z: torch.Tensor):
-        self.rows = _workspace(z.numel()).view(z.shape).copy_(z)  # N x D
+    def __init__(self, z: torch.Tensor, dtype: torch.dtype):
+        self.dtype = dtype
+        if dtype == torch.float32:
+            self.rows = z.float().contiguous()  # N x D, z itself when already float32 and contiguous
+        else:
+            self.rows = _workspace(z.numel(), dtype).view(z.shape).copy_(z)  # N x D
 
     def logits(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """z @ w^T + b, returned K x N float32 (classes first: the softmax over classes is then fast).
 
         As ``linear(w, z)``, the rows in the weight's place: oneDNN's path for a small input times a
-        large weight reads z once, ~1.4x faster here than ``mm(z, w^T)`` (18 vs 25 ms at 60k x 4096)."""
-        return F.linear(w.to(torch.bfloat16), self.rows).float().add_(b[:, None])  # K x N
+        large weight reads z once, ~1.4x faster here than ``mm(z, w^T)`` (bf16: 18 vs 25 ms at
+        60k x 4096; float32 too)."""
+        return F.linear(w.to(self.dtype), self.rows).float().add_(b[:, None])  # K x N
 
     def residual_grad(self, r: torch.Tensor) -> torch.Tensor:
         """r @ z: K x D float32 for r K x N (row-major r: ~1.3x faster than its transpose's view)."""
-        return torch.mm(r.to(torch.bfloat16), self.rows).float()
+        return torch.mm(r.to(self.dtype), self.rows).float()
 
 
-_WORKSPACE: list[torch.Tensor] = []  # at most one bf16 buffer, grown on demand
+_WORKSPACE: list[torch.Tensor] = []  # at most one buffer (bf16 passes), grown on demand
 
 
-def _workspace(numel: int) -> torch.Tensor:
-    """A flat bf16 buffer of at least ``numel`` elements, kept for the next tap (see ``_Bf16Features``)."""
-    if not _WORKSPACE or _WORKSPACE[0].numel() < numel:
+def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A flat ``dtype`` buffer of at least ``numel`` elements, kept for the next tap (see ``_PassFeatures``)."""
+    if not _WORKSPACE or _WORKSPACE[0].numel() < numel or _WORKSPACE[0].dtype != dtype:
         _WORKSPACE[:] = []  # free the old one first
-        _WORKSPACE.append(torch.empty(numel, dtype=torch.bfloat16))
+        _WORKSPACE.append(torch.empty(numel, dtype=dtype))
     return _WORKSPACE[0][:numel]
 
 
 def release_workspace() -> None:
-    """Free the solver's bf16 buffer (``probe_layers`` does when its taps are done)."""
+    """Free the solver's pass buffer (``probe_layers`` does when its taps are done)."""
     _WORKSPACE.clear()
 
 
@@ -195,7 +217,7 @@ class _State:
     iterations: int = 0
 
 
-def _gradient(feats: _Bf16Features, logits: torch.Tensor, onehot: torch.Tensor, theta: torch.Tensor,
+def _gradient(feats: _PassFeatures, logits: torch.Tensor, onehot: torch.Tensor, theta: torch.Tensor,
               wd: float) -> torch.Tensor:
     n, d = onehot.shape[1], theta.shape[1] - 1
     r = torch.softmax(logits, dim=0).sub_(onehot).div_(n)  # K x N
@@ -203,7 +225,7 @@ def _gradient(feats: _Bf16Features, logits: torch.Tensor, onehot: torch.Tensor, 
     return torch.cat([gw, r.sum(1)[:, None]], dim=1)  # K x (D + 1)
 
 
-def _lbfgs(feats: _Bf16Features, onehot: torch.Tensor, st: _State, precond: _Preconditioner,
+def _lbfgs(feats: _PassFeatures, onehot: torch.Tensor, st: _State, precond: _Preconditioner,
            cfg: LBFGSConfig, stop_norm: float) -> _State:
     """Iterate from ``st`` until ||grad|| <= stop_norm: per iteration one ``dW @ z^T`` pass for the
     direction's logits, an exact line search on them (no pass), one ``r @ z`` pass for the gradient."""
@@ -233,7 +255,8 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     """Full-batch L-BFGS on z (N x D standardised features) for the objective of ``objective``.
 
     Parameters are one K x (D + 1) matrix theta = [W | b]. Per iteration exactly two passes over z,
-    each a single bf16 matmul for all classes (see ``_Bf16Features``): ``z @ dW^T`` for the new
+    each a single matmul for all classes in ``cfg.pass_dtype`` (see ``_PassFeatures``; recorded in
+    ``info["pass_dtype"]``): ``z @ dW^T`` for the new
     direction and ``(softmax - onehot) @ z`` for the gradient. The K x N logits are kept up to
     date, so the line search along the direction is exact and costs no pass over z. Start: W = 0,
     b = log class priors (the optimum at W = 0), so the first step is along the preconditioned
@@ -242,12 +265,14 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     start, cpu_start = time.perf_counter(), time.process_time()
     n, d = z.shape
     wd = cfg.weight_decay
+    pass_dtype = resolved_precision(cfg.pass_dtype, z.device)  # "bf16" or "fp32"
     onehot = F.one_hot(y, num_classes).T.to(z.dtype).contiguous()  # K x N
     # floor 4 wd: the logistic curvature is <= 1/4, so below 4 wd the decay dominates
-    precond = _Preconditioner(z, cfg.rank, cfg.sample, torch.Generator().manual_seed(cfg.seed), floor=4 * wd)
+    precond = _Preconditioner(z, cfg.rank, cfg.sample, torch.Generator().manual_seed(cfg.seed), floor=4 * wd,
+                              pass_dtype=PASS_DTYPES[pass_dtype])
     t_precond = time.perf_counter() - start
 
-    feats = _Bf16Features(z)
+    feats = _PassFeatures(z, PASS_DTYPES[pass_dtype])
     theta = torch.zeros(num_classes, d + 1)  # [W | b]
     theta[:, d] = torch.log(onehot.mean(1).clamp_min(1e-12))
     logits = theta[:, d, None].expand(num_classes, n).clone()  # K x N, always W @ z^T + b
@@ -257,5 +282,5 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start  # objective below: not timed
     w, b = st.theta[:, :d].contiguous(), st.theta[:, d].contiguous()
     info = {"grad_norm_rel": st.grad.norm().item() / g0, "preconditioner_s": round(t_precond, 3),
-            "rank": precond.v.shape[1]}
+            "rank": precond.v.shape[1], "pass_dtype": pass_dtype}
     return Fit(w, b, "fast", objective(z, y, w, b, wd), seconds, cpu, st.iterations, info)

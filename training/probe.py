@@ -7,7 +7,8 @@ Two solvers of that objective:
 
 ``seed``  the seed's SGD: momentum 0.9, weight decay 5e-4, lr 0.01, batch 192, 30 epochs, lr / 10 at
           epochs 10 and 20, a seeded shuffle.
-``fast``  full-batch L-BFGS (``_lbfgs``) on the cached features (its passes over them in bfloat16): low-rank
+``fast``  full-batch L-BFGS (``_lbfgs``) on the cached features (its passes over them in bfloat16 where
+          the hardware has native bf16 products, float32 elsewhere; the report's ``solver_pass_dtype``): low-rank
           preconditioner (top principal directions of a row sample), exact line search on the kept
           logits, start at W = 0 (first step: whitened class means), stop when the gradient norm
           has dropped 100-fold.
@@ -34,6 +35,7 @@ from sslzoo.zoo._probe_head import TARGET_DIMS, LinearProbe, pool_features, prob
 
 from . import feature_cache
 from ._lbfgs import Fit, LBFGSConfig, fit_lbfgs, objective, release_workspace  # noqa: F401 - re-exported
+from ._precision import machine
 from .augment import to_model_input
 from .feature_cache import CACHE_ENV, default_cache_dir, slug as _slug  # noqa: F401 - CACHE_ENV re-exported
 from .data import ImageSet, load_dataset
@@ -171,16 +173,19 @@ def fit_sgd(z: torch.Tensor, y: torch.Tensor, num_classes: int, p: SGDProtocol =
         sched.step()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     w, b = linear.weight.detach(), linear.bias.detach()
-    return Fit(w, b, "seed", objective(z, y, w, b, p.weight_decay), seconds, cpu, p.epochs)
+    return Fit(w, b, "seed", objective(z, y, w, b, p.weight_decay), seconds, cpu, p.epochs, {"pass_dtype": "fp32"})
 
 
 # --------------------------------------------------------------------------- solver (b): fast L-BFGS (``_lbfgs``)
 
 
-def fit(solver: str, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0) -> Fit:
-    """Fit one tap with the named solver ("fast" or "seed") under the protocol's settings."""
+def fit(solver: str, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
+        pass_dtype: str = "auto") -> Fit:
+    """Fit one tap with the named solver ("fast" or "seed") under the protocol's settings.
+    ``pass_dtype`` (auto, bf16, fp32): the fast solver's passes (``LBFGSConfig.pass_dtype``); the
+    seed's SGD always runs in float32."""
     if solver == "fast":
-        return fit_lbfgs(z, y, num_classes, LBFGSConfig(seed=seed))
+        return fit_lbfgs(z, y, num_classes, LBFGSConfig(seed=seed, pass_dtype=pass_dtype))
     if solver == "seed":
         return fit_sgd(z, y, num_classes, SGDProtocol(seed=seed))
     raise ProbeError(f"unknown solver {solver!r}: use fast, seed or both")
@@ -435,6 +440,9 @@ def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", 
         "protocol": protocol_text(solver, grids, dims, len(train), len(test), dataset_name,
                                   seed if random_baseline else None),
         "command": command, "seed": seed, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        # dtype of each solver's passes over the features, as used (fast: bf16 only where native)
+        "solver_pass_dtype": {s: results[layers[0]].fits[s].info["pass_dtype"] for s in solvers},
+        "machine": machine("cpu"),
     }
     if solver == "both":
         diffs = [abs(results[k].accuracy["fast"] - results[k].accuracy["seed"]) for k in layers]
