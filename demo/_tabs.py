@@ -203,25 +203,32 @@ def classify(model_name: str, layer: str, upload, top: int = 3):
 
 # --- Models ----------------------------------------------------------------------------------------
 
-TAPS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-MODEL_COLUMNS = ["model", "pretext", "pretext acc.", *TAPS, "random init (best tap)"]
+def probe_taps(configs: list[dict]) -> list[str]:
+    """The probed taps of the models, each model's in its order, first seen first (an AlexNet's
+    conv1..conv5, a ResNet-50's own stage names after them)."""
+    taps: dict[str, None] = {}
+    for cfg in configs:
+        taps.update(dict.fromkeys(((cfg.get("probe") or {}).get("accuracy") or {})))
+    return list(taps)
 
 
-def models_table(names: list[str]) -> list[list[str]]:
-    """One row per model: name, pretext, pretext accuracy, linear-probe top-1 (%) per tap with
-    the best tap marked *, and the best tap of the random-init baseline."""
+def models_table(names: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(column headers, one row per model): name, pretext, pretext accuracy, linear-probe top-1 (%)
+    per tap the models were probed at (best tap marked *), and the best tap of the random-init
+    baseline. The tap columns are whatever the models have, not a fixed conv1..conv5."""
+    configs = [model_config(name) for name in names]
+    taps = probe_taps(configs)
     rows = []
-    for name in names:
-        cfg = model_config(name)
+    for name, cfg in zip(names, configs):
         pa = (cfg.get("provenance") or {}).get("pretext_accuracy") or {}
         probe = cfg.get("probe") or {}
         acc = probe.get("accuracy") or {}
         best = max(acc, key=acc.get, default=None)
         rand = max(next(iter((probe.get("baselines") or {}).values()), {}).values(), default=None)
-        taps = [f"{100 * acc[t]:.1f}{' *' if t == best else ''}" if t in acc else "" for t in TAPS]
+        cells = [f"{100 * acc[t]:.1f}{' *' if t == best else ''}" if t in acc else "" for t in taps]
         rows.append([cfg.get("name", name), cfg.get("pretext", "?"), _pct(pa["value"]) if "value" in pa else "",
-                     *taps, f"{100 * rand:.1f}" if rand is not None else ""])
-    return rows
+                     *cells, f"{100 * rand:.1f}" if rand is not None else ""])
+    return ["model", "pretext", "pretext acc.", *taps, "random init (best tap)"], rows
 
 
 def model_info(model_name: str):

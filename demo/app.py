@@ -236,7 +236,8 @@ def _models_tab():
     names = models_for()
     if not names:
         return _missing("")
-    gr.Dataframe(value=_tabs.models_table(names), headers=_tabs.MODEL_COLUMNS, interactive=False, wrap=True,
+    headers, rows = _tabs.models_table(names)
+    gr.Dataframe(value=rows, headers=headers, interactive=False, wrap=True,
                  label="The zoo on this machine: linear-probe top-1 (%) on frozen features per tap, best tap *")
     model = _picker(names, "Model card")
     card, plot = _tabs.model_info(names[0])

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._cli_common import friendly_errors
@@ -18,32 +19,50 @@ out = Console(highlight=False)
 
 @app.command("list")
 def list_(pattern: str = typer.Argument("*", help="glob over names"),
-          tags: bool = typer.Option(False, "--tags", help="one row per name.tag")):
-    """List the zoo's models."""
+          tags: bool = typer.Option(False, "--tags", help="one row per name.tag"),
+          as_json: bool = typer.Option(False, "--json", help="print a JSON list of objects, one per row")):
+    """List the zoo's models (full names at any terminal width; --json for scripts)."""
+    from rich.measure import Measurement
+
     from sslzoo import zoo
     from sslzoo.zoo._registry import lookup
 
-    table = Table("name", "default tag", "tags", "pretext", "source")
+    rows = []
     for name in zoo.list_models(pattern, tags=tags):
         entry, w = lookup(name)
-        table.add_row(name, entry.default_tag, ", ".join(entry.weights), w.config["pretext"], w.source)
-    out.print(table)
+        rows.append({"name": name, "default_tag": entry.default_tag, "tags": list(entry.weights),
+                     "pretext": w.config["pretext"], "architecture": w.config["architecture"], "source": w.source})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "default tag", "tags", "pretext", "source")
+    for r in rows:
+        table.add_row(*(escape(v) for v in (r["name"], r["default_tag"], ", ".join(r["tags"]), r["pretext"], r["source"])))
+    # As wide as the table needs, not the terminal (80 columns when piped): no name is cut or wrapped.
+    wide = Console(highlight=False, width=max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum))
+    wide.print(table)
 
 
 @app.command()
 def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-hub:ORG/NAME\\[@REV]"),
          as_json: bool = typer.Option(False, "--json", help="print config.json")):
-    """Show a model's configuration, data config, provenance and probe results."""
+    """Show a model's configuration, data config, provenance and probe results (read from its
+    config.json, checked, without building the model)."""
+    from rich.markup import escape
+
     from sslzoo import zoo
 
     with friendly_errors():
-        directory = zoo.resolve(name)
-        config = zoo.read_config(directory)
+        try:
+            directory = zoo.resolve(name)
+            config = zoo.read_config(directory)  # schema-checked: the fields printed below exist and have their types
+        except zoo.ZooError as e:  # the message quotes file contents: no rich markup in it
+            raise zoo.ZooError(escape(str(e))) from None
     if as_json:
         print(json.dumps(config, indent=2))
         return
-    out.print(f"[bold]{config.get('name', name)}[/]  ({directory})")
-    out.print(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}")
+    out.print(f"[bold]{escape(config.get('name', name))}[/]  ({escape(str(directory))})")
+    out.print(escape(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}"))
     out.print(f"input {config['data_config']['input_size']} {config['data_config'].get('channels')}")
     prov = config.get("provenance") or {}
     if prov.get("pretext_accuracy"):
@@ -59,7 +78,7 @@ def train(
     model: str = typer.Argument("rotation-alexnet", help="zoo entry whose architecture and pretext to train"),
     data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH"),
     data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
-    out_dir: Path = typer.Option(Path("runs/rotation-alexnet"), "--out", help="run directory (checkpoint, model/)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (checkpoint, model/); default runs/MODEL"),
     epochs: float = typer.Option(10.0), batch_size: int = typer.Option(128, help="source images per step"),
     lr: float = typer.Option(0.05), weight_decay: float = typer.Option(5e-4), warmup_steps: int = typer.Option(100),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
@@ -75,7 +94,7 @@ def train(
     """Train a pretext model; writes OUT/checkpoint.safetensors and, at the end, OUT/model (Hub layout)."""
     from sslzoo.training.loop import TrainConfig, train as run
 
-    cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir),
+    cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir or ""),
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out,
                       checkpoint_every=checkpoint_every, seed=seed, device=device, precision=precision,

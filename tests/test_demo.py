@@ -90,11 +90,26 @@ def test_models_tab_card_without_front_matter_and_plot():
     assert card.startswith("# rotation-alexnet") and "model-index:" not in card and "\n---\n" not in card[:50]
     assert "## Linear probe" in card
     assert plot and Image.open(plot).size[0] > 100
-    rows = _tabs.models_table(_core.models_for())
-    assert len(rows) == len(_core.models_for()) and all(len(r) == len(_tabs.MODEL_COLUMNS) for r in rows)
+    headers, rows = _tabs.models_table(_core.models_for())
+    assert len(rows) == len(_core.models_for()) and all(len(r) == len(headers) for r in rows)
+    assert headers[3:8] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     rot_row = next(r for r in rows if r[0].startswith(ROT))
     assert rot_row[1] == "rotation" and rot_row[2].endswith("%")
     assert [c.endswith(" *") for c in rot_row[3:8]] == [False, True, False, False, False]  # conv2 is its best tap
+
+
+def test_models_table_shows_each_models_own_taps(monkeypatch):
+    """A probed ResNet-50 (taps conv1, res2..res5) gets its own columns, beside the AlexNets' conv1..conv5."""
+    resnet = {"name": "rotation-resnet50.in1k", "pretext": "rotation",
+              "probe": {"accuracy": {"conv1": 0.5, "res2": 0.6, "res3": 0.7, "res4": 0.8, "res5": 0.75}}}
+    real = _core.model_config
+    monkeypatch.setattr(_tabs, "model_config", lambda n: resnet if n == "resnet" else real(n))
+    headers, rows = _tabs.models_table([ROT, "resnet"])
+    assert headers[3:] == ["conv1", "conv2", "conv3", "conv4", "conv5", "res2", "res3", "res4", "res5",
+                           "random init (best tap)"]
+    res_row = dict(zip(headers, rows[1]))
+    assert res_row["res4"] == "80.0 *" and res_row["conv1"] == "50.0" and res_row["conv5"] == ""
+    assert dict(zip(headers, rows[0]))["res2"] == ""
 
 
 # --- the tab functions -----------------------------------------------------------------------------

@@ -82,8 +82,60 @@ def test_resume_refuses_other_settings_and_existing_run(tmp_path, fmnist_root):
     again = run_cli("train", "--out", out, *TINY)
     assert again.returncode == 1 and "exists: pass --resume" in again.stderr
     other = run_cli("train", "--out", out, "--resume", *TINY[:-2], "--precision", "bf16")
-    assert other.returncode == 1 and "different settings (precision='fp32')" in other.stderr
+    assert other.returncode == 1 and "was trained in fp32, but --precision bf16 is bf16" in other.stderr
     assert "Traceback" not in other.stderr
+    more = run_cli("train", "--out", out, "--resume", *[("2" if a == "1" else a) for a in TINY])  # --epochs 2
+    assert more.returncode == 1 and "different settings (epochs=1.0)" in more.stderr
+
+
+def test_resume_checks_the_precision_used_not_the_setting(tmp_path, fmnist_root, monkeypatch):
+    """A run in bf16 (--precision auto on a CPU with native bf16) resumed where auto means fp32 would
+    no longer be bit-identical: refused, naming both; forcing --precision bf16 continues it."""
+    from sslzoo.training import _precision
+    from sslzoo.training.loop import TrainingError
+
+    cfg = dict(out=str(tmp_path / "run"), limit=128, batch_size=16, epochs=1, warmup_steps=2, eval_limit=16,
+               progress=False, checkpoint_every=100, precision="auto")
+    monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: True)
+    train(TrainConfig(**cfg, stop_after=2))
+    with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), "pt") as f:
+        assert f.metadata()["precision_used"] == "bf16"
+    monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(TrainingError, match="was trained in bf16, but --precision auto is fp32"):
+        train(TrainConfig(**cfg, stop_after=4), resume=True)
+    train(TrainConfig(**dict(cfg, precision="bf16"), stop_after=4), resume=True)
+    assert _step(tmp_path / "run" / "checkpoint.safetensors") == 4
+
+
+def test_stop_after_leaves_a_checkpoint_at_that_step(tmp_path, fmnist_root):
+    out = tmp_path / "s"
+    res = run_cli("train", "--out", out, "--stop-after", "3", "--checkpoint-every", "100", *TINY, check=True)
+    assert _step(out / "checkpoint.safetensors") == 3 and "resume with --resume" in res.stdout
+
+
+@pytest.mark.parametrize("name", ["jigsaw-alexnet.in1k", "rotation-resnet50.in1k"])
+def test_train_refuses_a_model_without_pretext_head_up_front(tmp_path, name):
+    """Converted trunks saved without their pretext head: one error line naming what can be trained,
+    before any data is read (the data root here does not exist) or anything is written."""
+    out = tmp_path / "run"
+    res = run_cli("train", name, "--out", out, "--data-root", tmp_path / "no-data", "--no-progress")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error:") and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "no pretext head" in res.stderr and "rotation-alexnet.fmnist" in res.stderr
+    assert name not in res.stderr.split("trainable:")[1]
+    assert not out.exists()
+
+
+def test_train_out_defaults_to_the_models_own_run_dir(tmp_path, fmnist_root):
+    run_cli("train", "relative-patch-alexnet", "--stop-after", "1", *TINY, check=True, cwd=tmp_path)
+    assert (tmp_path / "runs" / "relative-patch-alexnet" / "checkpoint.safetensors").is_file()
+    assert not (tmp_path / "runs" / "rotation-alexnet").exists()
+
+
+def test_created_model_is_wholly_in_train_mode():
+    for name in ("rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"):
+        m = zoo.create(name)
+        assert all(mod.training for mod in m.modules()), [n for n, mod in m.named_modules() if not mod.training]
 
 
 def _blow_up(out, checkpoint_every: int):
@@ -104,9 +156,29 @@ def test_non_finite_weights_stop_before_a_checkpoint_and_keep_the_last_good_one(
     assert "non-finite weights" in err and "last good checkpoint" in err
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_root):
-    err = _blow_up(tmp_path / "nan", checkpoint_every=8)  # checkpoints at 8, 16, 24; the loss is NaN first
-    assert "non-finite loss" in err and "last good checkpoint" in err
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_root, monkeypatch):
+    """The loss turns NaN at step 6 (injected: which of BN statistics or the loss overflows first under a
+    huge lr depends on the torch build): the loop stops there and keeps the step-4 checkpoint."""
+    from sslzoo.training.loop import TrainingError
+    from sslzoo.training.pretexts import Rotation
+
+    calls = []
+    real_loss = Rotation.loss
+
+    def loss(self, outputs, targets):
+        calls.append(1)
+        value = real_loss(self, outputs, targets)
+        return value * float("nan") if len(calls) > 6 else value
+
+    monkeypatch.setattr(Rotation, "loss", loss)
+    out = tmp_path / "nan"
+    cfg = TrainConfig(out=str(out), limit=256, batch_size=16, epochs=1, warmup_steps=2, progress=False,
+                      checkpoint_every=2, precision="fp32")
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 6; stopped, last good checkpoint .* \(step 6\) kept"):
+        train(cfg)
+    assert _step(out / "checkpoint.safetensors") == 6 and not (out / "model").exists()
+    state = load_file(out / "checkpoint.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

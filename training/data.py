@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sslzoo.zoo._hub import atomic_write
+from sslzoo.zoo._transforms import convert_channels
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -100,7 +101,9 @@ def _fetch_idx_gz(url: str, path: Path) -> None:
     read_idx(path, gzipped=True)
 
 
-def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> ImageSet:
+def load_fashion_mnist(split: str = "train", root: str | Path | None = None, channels: str = "L") -> ImageSet:
+    """Fashion-MNIST's ``split`` as N x C x 28 x 28 uint8, C from ``channels`` (the data config's:
+    "L" as stored, "RGB" the gray plane repeated, for a colour model)."""
     roots = [Path(root)] if root else [FMNIST_SYSTEM_ROOT, default_data_dir()]
     img_stem, lbl_stem = _FMNIST_FILES[split]
     for r in roots:
@@ -120,7 +123,8 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
     images, labels = read_idx(img), read_idx(lbl)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{img}, {lbl}: shapes {images.shape} and {labels.shape} do not form an image set")
-    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+    gray = torch.from_numpy(images.copy()).unsqueeze(1)  # N x 1 x 28 x 28
+    return ImageSet(convert_channels(gray, channels), torch.from_numpy(labels.astype(np.int64)),
                     list(FMNIST_CLASSES), f"fashion-mnist/{split}")
 
 
@@ -146,14 +150,35 @@ def load_imagefolder(path: str | Path, data_config: dict) -> ImageSet:
     return ImageSet(torch.stack(images), torch.tensor(labels), classes, f"imagefolder:{root}")
 
 
+HOLDOUT_SHARE, HOLDOUT_SEED = 0.1, 0  # imagefolder:PATH without PATH/test
+
+
+def holdout_split(data: ImageSet, split: str, share: float = HOLDOUT_SHARE, seed: int = HOLDOUT_SEED) -> ImageSet:
+    """A seeded random ``share`` of a folder's images held out as its test split (the rest: train),
+    the same on every call; the name says so, so provenance never calls training images a test set."""
+    n_test = max(1, round(share * len(data)))
+    if len(data) - n_test < 1:
+        raise DataError(f"{data.name}: {len(data)} image(s) cannot be split into train and held-out test; "
+                        "add images or give PATH/train and PATH/test")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    idx = order[:n_test] if split == "test" else order[n_test:]
+    idx = idx.sort().values  # folder order within each part
+    held = f"held-out {round(100 * share)}% (seed {seed})"
+    part = held if split == "test" else f"all but the {held}"
+    return ImageSet(data.images[idx], data.labels[idx], data.classes, f"{data.name} [{split}: {part}]")
+
+
 def load_dataset(spec: str, split: str = "train", *, root: str | Path | None = None,
                  data_config: dict | None = None) -> ImageSet:
-    """``fashion-mnist`` or ``imagefolder:PATH`` (PATH/train and PATH/test used when present)."""
+    """``fashion-mnist`` or ``imagefolder:PATH``: PATH/train and PATH/test when PATH/test exists,
+    else PATH itself split by ``holdout_split``. Images come in the data config's channels."""
+    channels = (data_config or {}).get("channels", "L" if spec in ("fashion-mnist", "fmnist") else "RGB")
     if spec in ("fashion-mnist", "fmnist"):
-        return load_fashion_mnist(split, root)
+        return load_fashion_mnist(split, root, channels)
     if spec.startswith("imagefolder:"):
         path = Path(spec[len("imagefolder:"):])
-        if (path / split).is_dir():
-            path = path / split
-        return load_imagefolder(path, data_config or {})
+        if (path / "test").is_dir():
+            return load_imagefolder(path / split, data_config or {})
+        train = path / "train" if (path / "train").is_dir() else path
+        return holdout_split(load_imagefolder(train, data_config or {}), split)
     raise DataError(f"unknown dataset {spec!r}: use fashion-mnist or imagefolder:PATH")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,9 +21,10 @@ from safetensors.torch import load_file, save_file
 from sslzoo import zoo
 from sslzoo.zoo._hub import atomic_write, round_to_storage
 
+from ._precision import machine, resolved_precision, use_bf16
 from .augment import random_crop_flip, random_zoom_out, to_model_input
 from .data import load_dataset
-from .pretexts import get_pretext
+from .pretexts import UntrainableModel, get_pretext
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -38,7 +38,7 @@ class TrainConfig:
     model: str = "rotation-alexnet"  # registry entry (and tag) whose architecture is trained
     data: str = "fashion-mnist"  # or imagefolder:PATH
     data_root: str | None = None
-    out: str = "runs/rotation-alexnet"
+    out: str = ""  # run directory; "" -> runs/<model>
     epochs: float = 10.0
     batch_size: int = 128  # source images per step; the pretext multiplies them (rotation: x4)
     lr: float = 0.05
@@ -56,10 +56,15 @@ class TrainConfig:
     eval_limit: int | None = None  # test images for the final pretext accuracy (None: all)
     stop_after: int | None = None  # stop (with a checkpoint) after this many steps: for tests
 
+    def __post_init__(self):
+        self.out = self.out or f"runs/{self.model}"
 
-# Fields that must match when resuming (the rest, e.g. progress or device, may change).
+
+# Fields that must match when resuming (the rest, e.g. progress or device, may change). Precision is
+# checked as *used* (bf16 or fp32, the setting resolved on the hardware), not as set: "auto" is bf16
+# on one machine and fp32 on another.
 _RESUME_KEYS = ("model", "data", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                "warmup_steps", "crop_pad", "zoom_out", "limit", "seed", "precision")
+                "warmup_steps", "crop_pad", "zoom_out", "limit", "seed")
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -85,26 +90,10 @@ def _device(name: str) -> torch.device:
 
 
 def _use_bf16(precision: str, device: torch.device) -> bool:
-    if precision in ("bf16", "fp32"):
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and "avx512_bf16" in _cpu_flags()
-
-
-def _machine(device: torch.device) -> str:
-    """e.g. 'AMD EPYC, 2 CPU threads' or 'NVIDIA H100 80GB HBM3'."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    names = [ln.split(":", 1)[1].strip() for ln in _cpu_flags().splitlines() if ln.startswith("model name")]
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
-
-
-def _cpu_flags() -> str:
     try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
+        return use_bf16(precision, device)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
 
 
 def save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, elapsed: float) -> None:
@@ -113,7 +102,8 @@ def save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, elapsed
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[f"optim.{i}.momentum_buffer"] = buf.detach().cpu().contiguous()
-    meta = {"step": str(step), "config": json.dumps(asdict(cfg)), "elapsed": repr(elapsed)}
+    meta = {"step": str(step), "config": json.dumps(asdict(cfg)), "elapsed": repr(elapsed),
+            "precision_used": resolved_precision(cfg.precision, next(model.parameters()).device)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -126,12 +116,18 @@ def load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, floa
     except (SafetensorError, OSError) as e:
         raise TrainingError(f"{path}: not a readable checkpoint ({e}); delete it to start over") from None
     saved = json.loads(meta.get("config", "{}"))
-    diff = [k for k in _RESUME_KEYS if k in saved and saved[k] != getattr(cfg, k)]
+    diff = [f"{k}={saved[k]!r}" for k in _RESUME_KEYS if k in saved and saved[k] != getattr(cfg, k)]
     if diff:
-        raise TrainingError(f"{path}: was written with different settings ({', '.join(f'{k}={saved[k]!r}' for k in diff)}); "
+        raise TrainingError(f"{path}: was written with different settings ({', '.join(diff)}); "
                             "resume with the same settings or use another --out")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     device = next(model.parameters()).device
+    now = resolved_precision(cfg.precision, device)
+    used = meta.get("precision_used") or resolved_precision(saved.get("precision", cfg.precision), device)
+    if used != now:
+        raise TrainingError(f"{path}: was trained in {used}, but --precision {cfg.precision} is {now} on this "
+                            f"machine ({machine(device)}), so the run would not continue "
+                            f"bit-identically; resume where {used} is available, or pass --precision {used} to force it")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     for i, p in enumerate(opt.param_groups[0]["params"]):
         key = f"optim.{i}.momentum_buffer"
         if key in tensors:
@@ -233,12 +229,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     if ckpt.exists() and not resume:
         raise TrainingError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
 
+    bf16 = _use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = zoo.create(cfg.model).to(device)
     data_config = model.data_config
-    pretext = get_pretext(model.pretext, model)
+    try:
+        pretext = get_pretext(model.pretext, model)  # refuses a model without a pretext head
+    except UntrainableModel as e:
+        raise TrainingError(str(e)) from None
     train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
-    bf16 = _use_bf16(cfg.precision, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
@@ -304,7 +303,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
                 step_total += step_s
                 prep_s = step_s = 0.0
                 reported = step
-            if step % cfg.checkpoint_every == 0 or step == total:
+            stopping = cfg.stop_after is not None and step >= cfg.stop_after and step < total
+            if step % cfg.checkpoint_every == 0 or step == total or stopping:
                 bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
                 if bad:  # e.g. BN running_var overflowed while the loss was still finite
                     raise TrainingError(f"non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}) "
@@ -313,8 +313,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
                 saved_step = step
                 if cfg.progress and not bar.console.is_terminal:  # logs, not a live bar
                     log(f"step {step}/{total} {stats}")
-            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                log(f"stopped after step {step} (--stop-after); resume with --resume")
+            if stopping:
+                log(f"stopped after step {step} (--stop-after), checkpoint {ckpt}; resume with --resume")
                 return out
     elapsed += time.perf_counter() - t_start
 
@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
         "steps": total,
         "epochs": cfg.epochs,
         "seconds": round(elapsed, 1),
-        "machine": _machine(device),
+        "machine": machine(device),
         "torch": torch.__version__,
         "precision": "bf16 autocast" if bf16 else "fp32",
         "pretext_accuracy": {"split": test_set.name, "value": round(acc, 4)},

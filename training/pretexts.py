@@ -30,7 +30,6 @@ class Rotation(_Classification):
     """RotNet: every image in all four rotations in the same batch, 4-way cross-entropy."""
 
     name = "rotation"
-    samples_per_image = 4
 
     def make_batch(self, x: torch.Tensor, gen: torch.Generator | None = None, dtype: torch.dtype | None = None):
         # x: B x C x H x W -> inputs 4B x C x H x W, targets 4B (0/90/180/270)
@@ -43,7 +42,6 @@ class Jigsaw(_Classification):
     Colour input is made gray for 30 % of the images (the paper's loader)."""
 
     name = "jigsaw"
-    samples_per_image = 1
     resize_input = False  # cut_tiles resizes each tile's window to the grid: x comes at the source size
     grayscale_p = 0.3
 
@@ -71,7 +69,6 @@ class RelativePatch(_Classification):
     target = the neighbour's position; 8-way CE."""
 
     name = "relative-patch"
-    samples_per_image = 1
     resize_input = False  # as Jigsaw
 
     def __init__(self, cell: int = patches.CELL, tile: int = patches.TILE):
@@ -92,11 +89,31 @@ class RelativePatch(_Classification):
 PRETEXTS = {"rotation": Rotation, "jigsaw": Jigsaw, "relative-patch": RelativePatch}
 
 
+class UntrainableModel(ValueError):
+    """A model the loop cannot train: no pretext head, or a pretext without a training plug-in."""
+
+
+def trainable_models() -> list[str]:
+    """Zoo names (``name.tag``) whose configuration has a pretext head and a training plug-in."""
+    from sslzoo.zoo._registry import list_models, lookup
+
+    names = []
+    for name in list_models(tags=True):
+        config = lookup(name)[1].config
+        if config.get("pretext_args") is not None and config.get("pretext") in PRETEXTS:
+            names.append(name)
+    return names
+
+
 def get_pretext(name: str, model=None):
     """The training plug-in of pretext ``name``; built from ``model`` when it needs the model's
-    pretext settings (permutation set, tile geometry), else with its defaults."""
-    try:
-        cls = PRETEXTS[name]
-    except KeyError:
-        raise ValueError(f"no training plug-in for pretext {name!r}; have {sorted(PRETEXTS)}") from None
+    pretext settings (permutation set, tile geometry), else with its defaults. A model without a
+    pretext head (a converted trunk saved without it) is refused here, before any data is read."""
+    what = getattr(model, "name", None) or f"pretext {name!r}"
+    if name not in PRETEXTS or (model is not None and model.head is None):
+        why = "has no pretext head (a converted trunk saved without it)" if name in PRETEXTS else \
+            f"has no training plug-in for pretext {name!r}"
+        raise UntrainableModel(f"{what} {why}: it cannot be trained or its pretext evaluated; "
+                               f"trainable: {', '.join(trainable_models())}")
+    cls = PRETEXTS[name]
     return cls.from_model(model) if model is not None and hasattr(cls, "from_model") else cls()

@@ -47,8 +47,9 @@ class PretextModel(nn.Module):
             # (their features and probes take the whole image at the data config's size).
             th, tw = (pretext_args["tile"],) * 2 if "tile" in pretext_args else (h, w)
             with torch.no_grad():
-                self.trunk.eval()
+                self.trunk.eval()  # BN with a batch of one; the whole model is back in train mode below
                 num_features = self.trunk(torch.zeros(1, c, th, tw)).flatten(1).shape[1]
+                self.trunk.train()
             self.head = build_head(self.pretext, num_features, **pretext_args)
         self.probes = nn.ModuleDict()
         probe_cfg = config.get("probe") or {}
