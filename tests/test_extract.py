@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from sslzoo import zoo
 from sslzoo.cli import app
-from sslzoo.zoo._extract import extract, partial_dir, paths_file
+from sslzoo.zoo._extract import extract, partial_dir, paths_file, read_npy
 from sslzoo.zoo._images import open_image
 from sslzoo.zoo._transforms import normalize, to_uint8_tensor
 
@@ -87,9 +87,12 @@ def test_npy_and_skipped(model, tmp_path):
     res = extract(model, paths, layers="conv4", out=tmp_path / "f.npy", batch_size=2, on_error=errors.append)
     assert [p for p, _ in res.skipped] == [str(b) for b in bad] == [e.path for e in errors]
     assert "not an image" in res.skipped[0][1] and "truncated" in res.skipped[1][1]
-    arr = np.load(res.out)
+    arr, meta = read_npy(res.out)
     assert arr.shape == (4, 256) and arr.dtype == np.float32
-    assert paths_file(res.out).read_text().splitlines() == [str(p) for p in EXAMPLES[:4]]
+    assert meta["paths"] == [str(p) for p in EXAMPLES[:4]] and meta["rows"] == 4 and meta["layer"] == "conv4"
+    assert [p for p, _ in meta["skipped"]] == [str(b) for b in bad] and meta["recovered"] == []
+    assert json.loads(paths_file(res.out).read_text(encoding="utf-8")) == meta
+    np.testing.assert_array_equal(np.load(res.out), arr)
     np.testing.assert_allclose(arr, _direct(model, EXAMPLES[:4], ["conv4"], "avg")["conv4"].numpy(), rtol=1e-4, atol=1e-5)
 
 

@@ -1,8 +1,13 @@
-"""Image loading against hostile files, EXIF orientation, and every PIL mode -> L / RGB."""
+"""Image loading against hostile files (FIFOs, sockets, symlinks, files cut short), EXIF orientation,
+every PIL mode -> L / RGB, 16-bit ranges, and the bound on resizing a thin image."""
 from __future__ import annotations
 
 import io
 import os
+import socket
+import struct
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -10,7 +15,8 @@ import pytest
 from PIL import Image
 
 from sslzoo.zoo import example_images
-from sslzoo.zoo._images import ImageError, convert_mode, iter_images, open_image
+from sslzoo.zoo._images import ImageError, TooLargeError, convert_mode, iter_images, open_image, read_image
+from sslzoo.zoo._transforms import resize_crop
 
 
 def _noise(size=(64, 48), mode="RGB", seed=0) -> Image.Image:
@@ -177,3 +183,159 @@ def test_sixteen_bit_png_round_trip(tmp_path):
     path = tmp_path / "deep.png"
     _wide([0, 65535, 257 * 100], "I;16").save(path)
     assert np.asarray(convert_mode(open_image(path), "L"))[0].tolist() == [0, 255, 100]
+
+
+# --------------------------------------------------------------------------- files that are not regular files
+
+def _in_thread(fn, timeout=10.0):
+    """``fn()``'s result or exception, or "blocked" if it has not returned within ``timeout``."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            box["value"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box.get("value", "blocked")
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO for reading waits for a writer forever: it must be refused, not opened."""
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    got = _in_thread(lambda: open_image(fifo))
+    try:
+        assert got != "blocked", "open_image blocked on a FIFO"
+        assert isinstance(got, ImageError) and got.reason == "is a FIFO (named pipe), not a regular file (not read)"
+        assert time.perf_counter() - t0 < 5
+    finally:
+        if got == "blocked":  # let the stuck reader go: a writer that closes at once gives it EOF
+            os.close(os.open(fifo, os.O_RDWR))
+
+
+def test_socket_device_and_symlinks(tmp_path):
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "s.png"))
+        assert _reason(tmp_path / "s.png") == "is a socket, not a regular file (not read)"
+    finally:
+        sock.close()
+    if os.path.exists("/dev/zero"):
+        assert _in_thread(lambda: _reason("/dev/zero")) == "is a character device, not a regular file (not read)"
+    os.symlink("nowhere.png", tmp_path / "dangling.png")
+    assert _reason(tmp_path / "dangling.png") == "dangling symlink (points to 'nowhere.png', which does not exist)"
+    os.symlink("loop.png", tmp_path / "loop.png")
+    assert "symlink loop" in _reason(tmp_path / "loop.png")
+    good = tmp_path / "good.png"
+    good.write_bytes(_saved(_noise(), "PNG"))
+    os.symlink("good.png", tmp_path / "link.png")  # a symlink to a regular file is fine
+    assert open_image(tmp_path / "link.png").size == (64, 48)
+
+
+# --------------------------------------------------------------------------- recovered files
+
+def _tiff_directory_last(pixels: np.ndarray) -> bytes:
+    """An uncompressed 8-bit gray TIFF with its directory after the pixels (as many writers
+    place it): cutting the file's last bytes damages the directory, not the strip."""
+    h, w = pixels.shape
+    data = pixels.astype(np.uint8).tobytes()
+    pad = len(data) & 1
+    entries = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1),
+               (278, 3, h), (279, 4, len(data))]  # width, height, bits, no compression, gray, strip offset/rows/bytes
+    out = b"II*\0" + struct.pack("<I", 8 + len(data) + pad) + data + b"\0" * pad + struct.pack("<H", len(entries))
+    for tag, typ, value in entries:
+        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
+    return out + struct.pack("<I", 0)  # no next directory
+
+
+def _read_quietly(path):
+    """read_image, asserting that no warning escapes to the caller (PIL's are the file's note)."""
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        got = read_image(path)
+    assert [str(w.message) for w in leaked] == []
+    return got
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_cut_in_last_bytes_is_recovered(tmp_path, fmt):
+    img = _noise(mode="L")
+    data = _saved(img, fmt)
+    whole, cut = tmp_path / f"whole.{fmt.lower()}", tmp_path / f"cut.{fmt.lower()}"
+    whole.write_bytes(data)
+    cut.write_bytes(data[:-12 if fmt == "PNG" else -1])  # PNG: no IEND chunk; GIF: no trailer byte
+    assert _read_quietly(whole).recovered is None
+    got = _read_quietly(cut)
+    assert got.recovered == f"the file ends before its {fmt} end marker (cut short?); its pixels decoded, kept"
+    assert np.array_equal(np.asarray(got.image.convert("L")), np.asarray(open_image(whole).convert("L")))
+    assert open_image(cut).size == img.size  # open_image keeps it, as before
+
+
+def test_tiff_with_damaged_directory_is_recovered(tmp_path):
+    pixels = (np.arange(64).reshape(8, 8) * 3).astype(np.uint8)
+    data = _tiff_directory_last(pixels)
+    whole = tmp_path / "whole.tif"
+    whole.write_bytes(data)
+    assert _read_quietly(whole).recovered is None
+    for cut in (2, 12):  # the next-directory pointer; the strip-byte-count entry
+        path = tmp_path / f"cut{cut}.tif"
+        path.write_bytes(data[:-cut])
+        got = _read_quietly(path)
+        assert got.recovered.startswith("PIL warned while reading it (Corrupt EXIF data.")
+        assert np.array_equal(np.asarray(got.image), pixels)
+
+
+# --------------------------------------------------------------------------- 16-bit PGM
+
+def _pgm(values, maxval: int) -> bytes:
+    raw = np.array([values], dtype=">u2" if maxval > 255 else "u1")
+    return b"P5\n%d 1\n%d\n" % (len(values), maxval) + raw.tobytes()
+
+
+@pytest.mark.parametrize("maxval", [65535, 1000])
+def test_sixteen_bit_pgm_scaled_by_maxval(tmp_path, maxval):
+    """A near-black 16-bit PGM stays near black: scaled by the file's maxval, not stretched to
+    its own min..max."""
+    path = tmp_path / "dark.pgm"
+    dark = [0, maxval // 100, maxval // 50]  # 0, 1 %, 2 % of the range
+    path.write_bytes(_pgm(dark + [maxval], maxval))
+    assert np.asarray(convert_mode(open_image(path), "L"))[0].tolist() == pytest.approx([0, 3, 5, 255], abs=1)
+    path.write_bytes(_pgm(dark, maxval))  # no bright pixel at all
+    assert np.asarray(convert_mode(open_image(path), "L"))[0].tolist() == pytest.approx([0, 3, 5], abs=1)
+
+
+def test_sixteen_bit_png_dark_stays_dark(tmp_path):
+    path = tmp_path / "dark.png"
+    _wide([0, 655, 1310], "I;16").save(path)
+    assert np.asarray(convert_mode(open_image(path), "L"))[0].tolist() == pytest.approx([0, 3, 5], abs=1)
+
+
+# --------------------------------------------------------------------------- resize bound
+
+def test_thin_image_refused_before_resizing():
+    """A 1 x 30000 image (141 bytes as PNG) passes PIL's pixel limit, but filling a 224 x 224
+    input enlarges it to 224 x 6,720,000 (4.5 GB as RGB): refused before allocating, quickly."""
+    cfg = {"input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 1.0}
+    for size in [(1, 30000), (220000, 1)]:
+        t0 = time.perf_counter()
+        with pytest.raises(TooLargeError, match=r"too large once resized: .* limit 89,478,485 pixels") as info:
+            resize_crop(Image.new("RGB", size), cfg)
+        assert time.perf_counter() - t0 < 0.5
+        assert isinstance(info.value, ValueError)
+    assert resize_crop(Image.new("RGB", (10, 300)), cfg).size == (224, 224)  # 224 x 6720: fine
+
+
+def test_resize_bound_follows_pil_limit(monkeypatch):
+    cfg = {"input_size": (1, 96, 96)}
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    with pytest.raises(TooLargeError, match=r"1 x 20 px \(aspect ratio 20:1\) would be scaled to 96 x 1,920 "
+                                            r"\(184,320 pixels\) to fill the 96 x 96 input; limit 100,000"):
+        resize_crop(Image.new("L", (1, 20)), cfg)
+    assert resize_crop(Image.new("L", (1, 10)), cfg).size == (96, 96)  # 96 x 960 = 92,160 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's guard off: so is this one
+    assert resize_crop(Image.new("L", (1, 20)), cfg).size == (96, 96)
