@@ -18,6 +18,7 @@ from ._model import PretextModel
 from ._publish import PublishResult, publish
 from ._registry import PACKAGE_WEIGHTS, list_models, lookup
 from ._transforms import transforms
+from ._validate import check_buildable, check_name
 
 __all__ = ["ZooError", "PretextModel", "list_models", "load", "resolve", "save_pretrained", "transforms", "create",
            "example_images", "publish", "PublishResult", "convert", "convert_sources"]
@@ -27,12 +28,13 @@ def resolve(name: str | Path) -> Path:
     """Name -> local model directory: a registry name (package weights or the Hub cache),
     ``hf-hub:org/name[@rev]``, or an existing local directory in Hub layout."""
     text = str(name)
+    check_name(text)  # not empty (that would be the current directory), no NUL, not over the OS's limits
     if text.startswith("hf-hub:"):
         return download(*parse_hub_name(text))
-    path = Path(text).expanduser()
-    if path.is_dir():
+    path = _local_dir(text)
+    if path is not None:
         return path
-    if "/" in text or text.startswith((".", "~")) or path.suffix == ".json":
+    if "/" in text or text.startswith((".", "~")) or text.endswith(".json"):
         raise ZooError(f"{text!r}: not a model directory (no such directory) and not a zoo name; "
                        "use a registry name, a local directory in Hub layout, or hf-hub:ORG/NAME[@REV]")
     _, weights = lookup(text)
@@ -46,6 +48,15 @@ def resolve(name: str | Path) -> Path:
     return download(*parse_hub_name(weights.source), sha256=weights.sha256)
 
 
+def _local_dir(text: str) -> Path | None:
+    """``text`` as an existing directory, or None."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, RuntimeError, ValueError) as e:  # too long, ~user without a home, ...
+        raise ZooError(f"{text!r}: cannot be used as a path ({e})") from None
+
+
 def create(name: str) -> PretextModel:
     """Randomly initialised model of a registry entry (same architecture, head and data config)."""
     entry, weights = lookup(name)
@@ -56,9 +67,13 @@ def create(name: str) -> PretextModel:
 def load(name: str | Path, pretrained: bool = True, device: str | torch.device = "cpu") -> PretextModel:
     """Load a model by registry name, ``hf-hub:org/name[@rev]`` or local directory; eval mode."""
     if not pretrained:
-        if Path(str(name)).is_dir() or str(name).startswith("hf-hub:"):
-            config = read_config(resolve(name))
+        text = str(name)
+        check_name(text)
+        if text.startswith("hf-hub:") or _local_dir(text) is not None:
+            directory = resolve(name)
+            config = read_config(directory)
             config = {k: v for k, v in config.items() if k not in ("weights", "probe")}
+            check_buildable(config, str(directory / "config.json"))  # bounded size, fits its input (meta device)
             return PretextModel(dict(config, provenance={"init": "random"})).to(device).eval()
-        return create(str(name)).to(device).eval()
+        return create(text).to(device).eval()
     return load_dir(resolve(name), device=device)

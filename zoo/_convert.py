@@ -4,11 +4,14 @@
     zoo.load("rotation-alexnet.in1k")                                   # offline from then on
 
 Files are read with ``torch.load(weights_only=True)`` only (a release ``.tar``/``.tar.gz`` is
-opened and its one checkpoint member read from memory). The key names of each layout are mapped
-onto the zoo trunk that reimplements the authors' network; every trunk tensor must be present with
-its exact shape, and anything unknown is refused (heads and other known extras are dropped and
-listed in the provenance). The model is saved in float32 by default, so features equal the
-original's up to floating-point op order.
+opened and its one checkpoint member read from memory). What is read is bounded by
+``checkpoint_limit``: a file, archive member or zip record that would inflate past it is refused
+before it is read. The key names of each layout are mapped onto the zoo trunk that reimplements
+the authors' network; every trunk tensor must be present with its exact shape, and anything
+unknown is refused (heads and other known extras are dropped and listed in the provenance).
+Values are checked as ``load_dir`` checks them (``_validate.check_weights``: dense floats,
+finite, BatchNorm variances >= 0; nothing is cast silently). The model is saved in float32 by
+default, so features equal the original's up to floating-point op order.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import io
 import os
 import re
 import tarfile
+import zipfile
+from zlib import error as zlib_error
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,8 +30,11 @@ from ._errors import ZooError
 from ._hub import WEIGHTS_FILE, save_pretrained, sha256_file
 from ._model import PretextModel
 from ._sources import SOURCES, Source
+from ._validate import check_weights, open_regular
 
 STORE_ENV = "SSLZOO_HOME"
+MIN_CHECKPOINT_LIMIT = 2 << 30  # bytes a checkpoint may inflate to, at least (see checkpoint_limit)
+MAX_ARCHIVE_MEMBERS = 1000
 
 
 # --- the local zoo store ------------------------------------------------------------------------
@@ -57,14 +65,66 @@ def stored(name: str) -> Path:
 _MEMBER_HINT = re.compile(r"net_epoch(\d+)|checkpoint|\.pth|\.pt$|\.torch$")
 
 
-def _release_member(path: Path) -> tuple[bytes, str] | None:
+def checkpoint_limit(source: Source | None = None) -> int:
+    """The most bytes a checkpoint of ``source`` may take once inflated: 8x its model's float32
+    size (a file also carries what is dropped: fc heads, DeepCluster's 10000-way top layer,
+    optimizer state), and at least ``MIN_CHECKPOINT_LIMIT``. The model is sized on the meta device."""
+    if source is None:
+        return MIN_CHECKPOINT_LIMIT
+    with torch.device("meta"):
+        numel = sum(t.numel() for t in PretextModel(source.config()).state_dict().values())
+    return max(MIN_CHECKPOINT_LIMIT, 8 * 4 * numel)
+
+
+def _read_bounded(f, limit: int, what: str) -> bytes:
+    """Read ``f`` in chunks, stopping with a ZooError as soon as it passes ``limit`` bytes."""
+    chunks, total = [], 0
+    while block := f.read(1 << 20):
+        total += len(block)
+        if total > limit:
+            raise ZooError(f"{what}: inflates past {limit} bytes, more than a checkpoint of this model needs; not read")
+        chunks.append(block)
+    return b"".join(chunks)
+
+
+def _check_zip(file, limit: int, what: str) -> None:
+    """A zip-format torch checkpoint: its records must inflate to at most ``limit`` bytes in all
+    (torch allocates each record's uncompressed size when it reads it)."""
+    if not zipfile.is_zipfile(file):
+        return
+    try:
+        with zipfile.ZipFile(file) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ZooError(f"{what}: not a readable PyTorch checkpoint (damaged zip: {e})") from None
+    total = sum(i.file_size for i in infos)
+    if total > limit:
+        raise ZooError(f"{what}: its records inflate to {total} bytes, more than the {limit} a checkpoint of this "
+                       "model needs; not read")
+
+
+def _release_member(path: Path, limit: int = MIN_CHECKPOINT_LIMIT) -> tuple[bytes, str] | None:
     """A release archive (.tar/.tar.gz holding a checkpoint): (member bytes, member name).
-    None when ``path`` is no tar archive, or is PyTorch's own legacy tar format."""
+    None when ``path`` is no tar archive, or is PyTorch's own legacy tar format. Members are
+    listed header by header; one declaring more than ``limit`` bytes stops the listing (so its
+    data is never inflated), as do more than ``MAX_ARCHIVE_MEMBERS`` members."""
     try:
         if not tarfile.is_tarfile(path):
             return None
         with tarfile.open(path, "r:*") as tar:
-            files = [m for m in tar.getmembers() if m.isfile()]
+            files, seen, total = [], 0, 0
+            for m in tar:  # lazily: reaching the next header inflates only the members already checked
+                seen += 1
+                if seen > MAX_ARCHIVE_MEMBERS:
+                    raise ZooError(f"{path}: an archive with more than {MAX_ARCHIVE_MEMBERS} members; "
+                                   "extract the checkpoint and pass it instead")
+                if not m.isfile():
+                    continue
+                total += m.size
+                if m.size > limit or total > 2 * limit:
+                    raise ZooError(f"{path}: archive member {m.name!r} inflates to {m.size} bytes, more than the "
+                                   f"{limit} a checkpoint of this model needs; not read")
+                files.append(m)
             names = {Path(m.name).name for m in files}
             if {"pickle", "storages", "tensors"} <= names:
                 return None  # torch's pre-0.4 tar serialisation: torch.load reads it
@@ -78,21 +138,31 @@ def _release_member(path: Path) -> tuple[bytes, str] | None:
                 raise ZooError(f"{path}: an archive, but not one with a single checkpoint inside ({listing}); "
                                "extract the checkpoint and pass it instead")
             with tar.extractfile(hits[0]) as f:
-                return f.read(), hits[0].name
-    except (tarfile.TarError, EOFError, OSError) as e:
+                return _read_bounded(f, limit, f"{path} (member {hits[0].name})"), hits[0].name
+    except (tarfile.TarError, EOFError, OSError, zlib_error) as e:
         raise ZooError(f"{path}: a damaged archive ({type(e).__name__}: {e})") from None
 
 
-def read_checkpoint(path: str | Path) -> tuple[Any, str]:
+def read_checkpoint(path: str | Path, limit: int = MIN_CHECKPOINT_LIMIT) -> tuple[Any, str]:
     """``torch.load(..., weights_only=True)`` of a file or of the checkpoint inside a release
-    archive: (object, what was read)."""
+    archive: (object, what was read). ``path`` must be a regular file; the file, an archive
+    member, or the records of a zip checkpoint may hold at most ``limit`` bytes."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZooError(f"{path}: no such file")
-    member = _release_member(path)
-    what = f"{path}" + (f" (member {member[1]})" if member else "")
     try:
-        obj = torch.load(io.BytesIO(member[0]) if member else path, map_location="cpu", weights_only=True)
+        f, st = open_regular(path)  # a FIFO or a device is refused, never read
+    except FileNotFoundError:
+        raise ZooError(f"{path}: no such file") from None
+    f.close()
+    if st.st_size > limit:
+        raise ZooError(f"{path}: {st.st_size} bytes, more than the {limit} a checkpoint of this model needs; not read")
+    member = _release_member(path, limit)
+    what = f"{path}" + (f" (member {member[1]})" if member else "")
+    source = io.BytesIO(member[0]) if member else path
+    _check_zip(source, limit, what)
+    if member:
+        source.seek(0)
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types; all mean "not a checkpoint"
         raise ZooError(f"{what}: not a readable PyTorch checkpoint ({_load_problem(e)})") from None
     return obj, what
@@ -260,10 +330,9 @@ def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, w
              if v.shape != own[k].shape]
     if wrong:
         raise ZooError(f"{what}: shape mismatch for a {source.title} checkpoint: {'; '.join(wrong[:4])}")
+    check_weights(mapped, own, what)  # dense floats, finite, running_var >= 0: refused, never cast silently
     full = dict(own)
     for k, v in mapped.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
-            raise ZooError(f"{what}: {k} has non-finite values (corrupted file?)")
         full[k] = v.to(own[k].dtype)
     model.load_state_dict(full, strict=True)
 
@@ -274,7 +343,7 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
     if source not in SOURCES:
         raise ZooError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     src = SOURCES[source]
-    obj, what = read_checkpoint(file)
+    obj, what = read_checkpoint(file, checkpoint_limit(src))
     state = find_state_dict(obj, what)
     mapped, dropped = map_state_dict(src, state, what)
     config = src.config()
@@ -302,4 +371,4 @@ def sources() -> dict[str, Source]:
     return dict(SOURCES)
 
 
-__all__ = ["convert", "sources", "stored", "store_root", "read_checkpoint", "find_state_dict"]
+__all__ = ["convert", "sources", "stored", "store_root", "read_checkpoint", "find_state_dict", "checkpoint_limit"]

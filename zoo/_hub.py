@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from ._errors import ZooError
 from ._model import PretextModel
+from ._validate import (check_buildable, check_config, check_inside, check_repo_id, check_revision, check_safetensors,
+                        check_weights, open_regular, read_json)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -29,8 +31,10 @@ os.umask(_UMASK)
 
 
 def sha256_file(path: str | Path) -> str:
+    """sha256 of a regular file (a FIFO or device is refused, not read: ZooError)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    f, _ = open_regular(path)
+    with f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -112,22 +116,30 @@ def save_pretrained(model: PretextModel, directory: str | Path, *, half: bool = 
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
+    """config.json of a model directory, read safely and checked against the schema (``_validate``:
+    a regular file of bounded size, finite numbers, required keys, types, ranges, known names);
+    nothing is built. Any problem is one ZooError naming the file and the field."""
     path = Path(directory) / CONFIG_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = read_json(path)
     except FileNotFoundError:
         raise ZooError(f"{path}: missing; a model directory needs {', '.join(HUB_FILES[:2])}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooError(f"{path}: not valid JSON ({e})") from None
+    return check_config(config, str(path))
 
 
 def load_dir(directory: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> PretextModel:
-    """Build the model a Hub-layout directory describes and load its weights strictly."""
+    """Build the model a Hub-layout directory describes and load its weights strictly.
+
+    Before any real tensor exists: the config is checked (``read_config``), the model is built on
+    the meta device to bound its size and know its tensors, and the weights file's header must
+    list exactly those tensors (``check_safetensors``); its sha256 must match config.json's.
+    After reading: every value must be finite, every BatchNorm variance >= 0 (``check_weights``)."""
     directory = Path(directory)
     config = read_config(directory)
+    skeleton = check_buildable(config, str(directory / CONFIG_FILE)).state_dict()  # meta: names, shapes, dtypes
     weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ZooError(f"{weights}: missing")
+    described = f"{config['architecture']}/{config['pretext']}"
+    check_safetensors(weights, skeleton, described)
     expected = (config.get("weights") or {}).get("sha256")
     if verify and expected and sha256_file(weights) != expected:
         raise ZooError(f"{weights}: sha256 does not match the one in {CONFIG_FILE} (corrupt or replaced file); "
@@ -140,22 +152,27 @@ def load_dir(directory: str | Path, *, device: str | torch.device = "cpu", verif
         state = load_file(weights)
     except (SafetensorError, OSError) as e:
         raise ZooError(f"{weights}: not a readable safetensors file ({e})") from None
+    check_weights(state, skeleton, str(weights))
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ZooError(f"{weights}: does not fit {config.get('architecture')}/{config.get('pretext')} "
+        raise ZooError(f"{weights}: does not fit {described} "
                        f"({str(e).splitlines()[0]} ...)") from None
     return model.to(device).eval()
 
 
 def parse_hub_name(name: str) -> tuple[str, str | None]:
-    """'hf-hub:org/name@rev' -> ('org/name', 'rev' or None)."""
+    """'hf-hub:org/name@rev' -> ('org/name', 'rev' or None); ORG, NAME and REV are checked by the
+    Hub's rules (``_validate.check_repo_id`` / ``check_revision``): nothing like '../x' gets through."""
     ref = name[len("hf-hub:"):]
-    repo, _, rev = ref.partition("@")
+    repo, at, rev = ref.partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ZooError(f"{name!r}: expected hf-hub:ORG/NAME[@REVISION]")
+    check_repo_id(repo, repr(name))
+    if at:
+        check_revision(rev, repr(name))
     return repo, rev or None
 
 
@@ -163,6 +180,9 @@ def download(repo_id: str, revision: str | None = None, sha256: str | None = Non
     """Snapshot the model files of a Hub repo into the Hugging Face cache; return the local dir.
     ``sha256`` (pinned in the registry): the downloaded model.safetensors must have it."""
     where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    check_repo_id(repo_id, where)
+    if revision is not None:
+        check_revision(revision, where)
     directory = _snapshot(repo_id, revision, where)
     if sha256:
         weights = directory / WEIGHTS_FILE
@@ -176,11 +196,13 @@ def download(repo_id: str, revision: str | None = None, sha256: str | None = Non
 
 
 def _snapshot(repo_id: str, revision: str | None, where: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+    # the snapshot must lie in this repo's cache folder, whatever a revision or a refs/ file says
+    snapshots = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+        return check_inside(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES), snapshots, where)
     except LocalEntryNotFoundError:
         raise ZooError(f"{where}: not in the Hugging Face cache and the Hub cannot be reached "
                        "(offline or HF_HUB_OFFLINE=1). Connect once and run `sslzoo pull` for it, "
@@ -191,3 +213,5 @@ def _snapshot(repo_id: str, revision: str | None, where: str) -> Path:
         raise ZooError(f"{where}: no such repository on the Hub (or it is private: log in with `hf auth login`)") from None
     except OSError as e:  # network failures surface as OSError subclasses
         raise ZooError(f"{where}: download failed ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # huggingface_hub's own validation (HFValidationError), should ours miss a case
+        raise ZooError(f"{where}: refused by huggingface_hub ({type(e).__name__}: {e})") from None
