@@ -52,25 +52,27 @@ def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-h
 
     from sslzoo import zoo
 
+    from ._cli_common import shown
+
+    def text(value) -> str:  # config.json's strings and the path are user text: no markup, no control characters
+        return escape(shown(str(value)))
+
     with friendly_errors():
-        try:
-            directory = zoo.resolve(name)
-            config = zoo.read_config(directory)  # schema-checked: the fields printed below exist and have their types
-        except zoo.ZooError as e:  # the message quotes file contents: no rich markup in it
-            raise zoo.ZooError(escape(str(e))) from None
+        directory = zoo.resolve(name)
+        config = zoo.read_config(directory)  # schema-checked: the fields printed below exist and have their types
     if as_json:
         print(json.dumps(config, indent=2))
         return
-    out.print(f"[bold]{escape(config.get('name', name))}[/]  ({escape(str(directory))})")
-    out.print(escape(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}"))
-    out.print(f"input {config['data_config']['input_size']} {config['data_config'].get('channels')}")
+    out.print(f"[bold]{text(config.get('name', name))}[/]  ({text(directory)})")
+    out.print(text(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}"))
+    out.print(text(f"input {config['data_config']['input_size']} {config['data_config'].get('channels')}"))
     prov = config.get("provenance") or {}
     if prov.get("pretext_accuracy"):
         pa = prov["pretext_accuracy"]
-        out.print(f"pretext accuracy {100 * pa['value']:.2f}% on {pa['split']}")
+        out.print(text(f"pretext accuracy {100 * pa['value']:.2f}% on {pa['split']}"))
     acc = (config.get("probe") or {}).get("accuracy")
     if acc:
-        out.print("linear probe: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in acc.items()))
+        out.print(text("linear probe: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in acc.items())))
 
 
 @app.command()
