@@ -176,7 +176,8 @@ def extract(
             say(f"skipped {p}: {reason}")
         if not paths:
             left_out = f" ({len(walk_skipped)} skipped, named above)" if walk_skipped else ""
-            raise zoo.ZooError(f"no input images{left_out}: give image files or directories holding some, or --examples")
+            raise zoo.ZooError(f"no input images{left_out}: give image files or directories holding some, "
+                               "or --examples")
         model = zoo.load(name)  # on the CPU; extract checks --device, then moves it there
         try:
             res = run(model, paths, layers=layer, pool=pool.value, batch_size=batch_size, out=out, resume=resume,

@@ -1,21 +1,30 @@
 """Streaming feature extraction: equality with a direct forward, output formats, skipped inputs,
-resume after an interruption and after kill -9, and the ``sslzoo extract`` command."""
+resume after an interruption and after kill -9, and the ``sslzoo extract`` command; hostile inputs
+(FIFOs, sockets, symlink loops, unreadable files and folders, thin images, files cut short, odd file
+names), the .npy pair as one unit, and the resume's chunk checks."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
 from sslzoo import zoo
+from sslzoo._cli_extract import collect_inputs, walk_images
 from sslzoo.cli import app
 from sslzoo.zoo._extract import extract, partial_dir, paths_file, read_npy
 from sslzoo.zoo._images import open_image
@@ -185,3 +194,297 @@ def test_kill_9_then_resume(model, model_dir, tmp_path):
     want, ref_meta = _read(reference.out)
     assert meta["paths"] == ref_meta["paths"]
     np.testing.assert_allclose(got["conv5"], want["conv5"], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 14)
+
+def _thin_png(path) -> None:
+    """141 bytes: a 1 x 30000 gray PNG (passes PIL's pixel limit; 96 x 2,880,000 once resized)."""
+    Image.new("L", (1, 30000), 128).save(path)
+
+
+def _cut_png(path) -> None:
+    data = EXAMPLES[3].read_bytes()  # a Fashion-MNIST PNG
+    path.write_bytes(data[:-12])  # its IEND chunk gone: decodes, reported as recovered
+
+
+def _nobody_prefix() -> list[str] | None:
+    """Command prefix that runs a command as an unprivileged user, for permission tests: [] when
+    not root (mode 000 already stops us), setpriv to nobody when root and it works, else None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(prefix + [sys.executable, "-c", "import os; print(os.access('/', os.R_OK), os.geteuid())"],
+                           capture_output=True, text=True)
+    return prefix if probe.returncode == 0 and probe.stdout.split() == ["True", "65534"] else None
+
+
+def test_cli_hostile_inputs(model_dir):
+    """One `sslzoo extract` over a folder of everything a hostile user can put there, plus a FIFO
+    and an unreadable file named on the command line: it must not block, each input it cannot
+    use is named on stderr with its reason and in the JSON summary, exit 3; the file cut short is
+    kept and named as recovered. Runs as nobody when the tests run as root (setpriv), so that
+    permission bits bite; without setpriv the unreadable cases are left out."""
+    prefix = _nobody_prefix()
+    top = Path(tempfile.mkdtemp(prefix="sslzoo-hostile-"))  # outside pytest's 0700 tree: nobody must reach it
+    try:
+        top.chmod(0o755)
+        model = top / "model"
+        shutil.copytree(model_dir, model)
+        model.chmod(0o755)
+        for f in model.iterdir():
+            f.chmod(0o644)
+        images, outdir = top / "images", top / "out"
+        (images / "sub").mkdir(parents=True)
+        outdir.mkdir()
+        outdir.chmod(0o777)
+        shutil.copy(EXAMPLES[0], images / "a.jpg")
+        shutil.copy(EXAMPLES[4], images / "sub" / "b.png")
+        _cut_png(images / "cut.png")
+        _thin_png(images / "thin.png")
+        os.mkfifo(images / "fifo.png")
+        os.mkfifo(top / "named-fifo.png")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(images / "sock.png"))
+        os.symlink("nowhere.png", images / "dangling.png")
+        os.symlink("self.png", images / "self.png")
+        os.symlink("..", images / "sub" / "up")  # a directory loop
+        (images / "notes.txt").write_text("not an image name: ignored\n")
+        reasons = {images / "fifo.png": "is a FIFO (named pipe), not a regular file (not read)",
+                   top / "named-fifo.png": "is a FIFO (named pipe), not a regular file (not read)",
+                   images / "sock.png": "is a socket, not a regular file (not read)",
+                   images / "dangling.png": "dangling symlink (points to 'nowhere.png', which does not exist)",
+                   images / "self.png": "symlink loop (too many levels of symbolic links); not followed",
+                   images / "sub" / "up": f"symlink loop: leads back to {images}, which is being walked already; "
+                                          "not followed",
+                   images / "thin.png": "too large once resized: 1 x 30000 px (aspect ratio 30,000:1) would be scaled "
+                                        "to 96 x 2,880,000 (276,480,000 pixels) to fill the 96 x 96 input; "
+                                        "limit 89,478,485 pixels (PIL's Image.MAX_IMAGE_PIXELS)"}
+        named = [top / "named-fifo.png"]
+        if prefix is not None:
+            (images / "locked").mkdir()
+            shutil.copy(EXAMPLES[1], images / "locked" / "c.jpg")
+            shutil.copy(EXAMPLES[2], images / "secret.jpg")
+            shutil.copy(EXAMPLES[2], top / "named-secret.jpg")
+            for p in (images / "locked", images / "secret.jpg", top / "named-secret.jpg"):
+                p.chmod(0)
+            named.append(top / "named-secret.jpg")
+            reasons.update({images / "locked": "cannot list this directory (Permission denied); "
+                                               "the images in it are not included",
+                            images / "secret.jpg": "permission denied (cannot read the file)",
+                            top / "named-secret.jpg": "permission denied (cannot read the file)"})
+        out = outdir / "f.safetensors"
+        cmd = [*(prefix or []), sys.executable, "-m", "sslzoo", "extract", str(model), str(images), *map(str, named),
+               "--out", str(out), "--json", "--no-progress"]
+        t0 = time.monotonic()
+        done = subprocess.run(cmd, env=dict(ONE_THREAD, HOME=str(top)), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stderr
+        assert time.monotonic() - t0 < 60
+        summary = json.loads(done.stdout)
+        assert {s["path"]: s["reason"] for s in summary["skipped"]} == {str(p): r for p, r in reasons.items()}
+        for p, r in reasons.items():
+            assert f"skipped {p}: {r}\n" in done.stderr
+        cut_note = "the file ends before its PNG end marker (cut short?); its pixels decoded, kept"
+        assert summary["recovered"] == [{"path": str(images / "cut.png"), "reason": cut_note}]
+        assert f"recovered {images / 'cut.png'}: {cut_note}\n" in done.stderr
+        _, meta = _read(out)
+        assert json.loads(meta["paths"]) == [str(images / n) for n in ("a.jpg", "cut.png", "sub/b.png")]
+        assert json.loads(meta["recovered"]) == [[str(images / "cut.png"), cut_note]]
+        assert {p for p, _ in json.loads(meta["skipped"])} == {str(p) for p in reasons}
+    finally:
+        if "sock" in locals():
+            sock.close()
+        for p in top.rglob("*"):
+            if not p.is_symlink():
+                p.chmod(0o700)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_walk_names_what_it_cannot_use(tmp_path):
+    """The walk follows symlinked folders, keeps image names only, and names every dangling or
+    looping symlink (whatever its name: it may have been a folder) instead of dropping it."""
+    root = tmp_path / "data"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "elsewhere").mkdir()
+    for p in (root / "z.png", root / "b" / "deep" / "x.JPG", root / "elsewhere" / "y.png"):
+        shutil.copy(EXAMPLES[3], p)
+    (root / "readme.md").write_text("ignored\n")
+    os.mkfifo(root / "pipe.png")  # kept: extraction names it (never opened)
+    os.symlink("elsewhere", root / "a-link")  # a symlinked folder: walked
+    os.symlink("missing-dir", root / "c-broken")  # no image name, still named: it could have been a folder
+    os.symlink("../..", root / "b" / "deep" / "loop")
+    skipped = []
+    found = walk_images(root, skipped)
+    assert found == [root / "a-link" / "y.png", root / "b" / "deep" / "x.JPG", root / "elsewhere" / "y.png",
+                     root / "pipe.png", root / "z.png"]
+    assert skipped == [(str(root / "b" / "deep" / "loop"),
+                        f"symlink loop: leads back to {root}, which is being walked already; not followed"),
+                       (str(root / "c-broken"), "dangling symlink (points to 'missing-dir', which does not exist)")]
+    more = []
+    assert collect_inputs([root / "z.png", root / "pipe.png", root / "c-broken"], False, more) == \
+        [root / "z.png", root / "pipe.png", root / "c-broken"] and more == []  # named files: kept, reported later
+
+
+def test_thin_image_skipped_quickly(model, tmp_path):
+    thin = tmp_path / "thin.png"
+    _thin_png(thin)
+    assert thin.stat().st_size < 200
+    errors = []
+    t0 = time.perf_counter()
+    res = extract(model, [EXAMPLES[0], thin], out=tmp_path / "f.safetensors", on_error=errors.append)
+    assert time.perf_counter() - t0 < 10
+    assert res.n_done == 1 and [e.path for e in errors] == [str(thin)]
+    assert res.skipped == [(str(thin), errors[0].reason)]
+    assert errors[0].reason.startswith("too large once resized: 1 x 30000")
+
+
+def test_recovered_reported_and_kept(model, tmp_path):
+    """A file cut after its pixel data is kept, and named: through on_recovered, in the result,
+    in OUT's metadata, and again by a resume that finds it in a finished chunk."""
+    cut = tmp_path / "cut.png"
+    _cut_png(cut)
+    out = tmp_path / "f.safetensors"
+    paths = [cut, *EXAMPLES[:3], *_bad_files(tmp_path)[:1]]  # the cut file in chunk 0, the bad one in chunk 1
+
+    def interrupt(e):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(model, paths, batch_size=4, out=out, on_error=interrupt, on_recovered=lambda p, why: None)
+    noted = []
+    res = extract(model, paths, batch_size=4, out=out, resume=True, on_error=lambda e: None,
+                  on_recovered=lambda p, why: noted.append((p, why)))
+    assert res.n_computed == 1  # chunk 0 came from the interrupted run
+    note = "the file ends before its PNG end marker (cut short?); its pixels decoded, kept"
+    assert noted == res.recovered == [(str(cut), note)]
+    tensors, meta = _read(out)
+    assert json.loads(meta["recovered"]) == [[str(cut), note]] and tensors["conv5"].shape == (4, 256)
+    np.testing.assert_allclose(tensors["conv5"][0], _direct(model, [EXAMPLES[3]], ["conv5"], "avg")["conv5"][0].numpy(),
+                               rtol=1e-4, atol=1e-5)  # the same pixels as the whole file
+
+
+def test_npy_names_with_newline_and_bad_utf8(model, tmp_path):
+    """Row i of the .npy belongs to paths[i] whatever the names: a newline in one must not shift
+    the rows after it, a non-UTF-8 name must not fail the run."""
+    images = tmp_path / "images"
+    images.mkdir()
+    sources = [EXAMPLES[0], EXAMPLES[3], EXAMPLES[1], EXAMPLES[5]]
+    names = ["a\nb.jpg", os.fsdecode(b"bad\xff\xfe.png"), 'quote"back\\slash.jpg', "plain.png"]
+    paths = []
+    for src, name in zip(sources, names):
+        shutil.copy(src, images / name)
+        paths.append(images / name)
+    res = extract(model, paths, out=tmp_path / "f.npy", batch_size=3)
+    arr, meta = read_npy(res.out)
+    assert meta["paths"] == [str(p) for p in paths] and meta["rows"] == 4
+    assert os.fsencode(meta["paths"][1]).endswith(b"bad\xff\xfe.png")
+    text = paths_file(res.out).read_text(encoding="utf-8")  # valid UTF-8 JSON, one path per line
+    assert text.count("\n") == len(text.splitlines()) and len(text.splitlines()) == 3 + 1 + len(paths) + 1
+    np.testing.assert_allclose(arr, _direct(model, sources, ["conv5"], "avg")["conv5"].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_npy_pair_is_one_unit(model, tmp_path, monkeypatch):
+    """A run killed while committing leaves no OUT.npy beside a companion from another run, and
+    read_npy refuses a pair that does not belong together."""
+    out = tmp_path / "f.npy"
+    extract(model, EXAMPLES[:3], out=out)
+    assert read_npy(out)[0].shape[0] == 3
+    real_replace = os.replace
+
+    def killed_at_the_last_rename(src, dst):
+        if Path(dst) == out:
+            raise KeyboardInterrupt  # kill -9 between the companion's rename and OUT's
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_last_rename)
+    with pytest.raises(KeyboardInterrupt):
+        extract(model, EXAMPLES[3:5], out=out)
+    monkeypatch.setattr(os, "replace", real_replace)
+    companion = paths_file(out)
+    assert not out.exists() and json.loads(companion.read_text(encoding="utf-8"))["rows"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(zoo.ZooError, match="missing|unreadable"):
+        read_npy(out)
+
+    extract(model, EXAMPLES[:3], out=out)
+    old_companion = companion.read_text(encoding="utf-8")
+    extract(model, EXAMPLES[3:5], out=out)
+    assert read_npy(out)[1]["paths"] == [str(p) for p in EXAMPLES[3:5]]
+    new_companion = companion.read_text(encoding="utf-8")
+    companion.write_text(old_companion, encoding="utf-8")  # a hand-mixed pair: 2-row array, 3-row companion
+    with pytest.raises(zoo.ZooError, match="do not belong together"):
+        read_npy(out)
+    head = json.loads(new_companion)
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0x01  # same shape, other values
+    out.write_bytes(bytes(data))
+    companion.write_text(new_companion, encoding="utf-8")
+    with pytest.raises(zoo.ZooError, match="sha256 differs"):
+        read_npy(out)
+    assert read_npy(out, verify=False)[1] == head  # the shape check alone passes
+
+
+def _interrupted_partial(model, tmp_path, out, paths, batch_size):
+    """Run until the last input (a bad file) is reported, then stop: chunks 0..K-2 are on disk."""
+    def interrupt(e):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(model, paths, batch_size=batch_size, out=out, on_error=interrupt)
+
+
+def test_resume_rechecks_chunks(model, tmp_path):
+    """Resume re-hashes the chunks it keeps: flipped bytes in one, two chunk files swapped are
+    recomputed (and named), never read as rows."""
+    paths = [*EXAMPLES, *EXAMPLES[:2], *_bad_files(tmp_path)[:1]]  # 11 inputs, batches of 2: the bad one in chunk 5
+    fresh = extract(model, paths, batch_size=2, out=tmp_path / "fresh.safetensors", on_error=lambda e: None)
+    want, want_meta = _read(fresh.out)
+    out = tmp_path / "f.safetensors"
+    for damage in ("flip", "swap"):
+        _interrupted_partial(model, tmp_path, out, paths, 2)
+        part = partial_dir(out)
+        chunks = [part / f"chunk-{k:06d}.safetensors" for k in range(5)]
+        assert all(c.is_file() for c in chunks)
+        if damage == "flip":
+            data = bytearray(chunks[1].read_bytes())
+            data[-3] ^= 0x40  # a feature value, not the header: the file still parses
+            chunks[1].write_bytes(bytes(data))
+            bad = [chunks[1]]
+        else:
+            a, b = chunks[2].read_bytes(), chunks[3].read_bytes()
+            chunks[2].write_bytes(b)
+            chunks[3].write_bytes(a)
+            bad = chunks[2:4]
+        res = extract(model, paths, batch_size=2, out=out, resume=True, on_error=lambda e: None)
+        assert [Path(p) for p, _ in res.recomputed] == bad, damage
+        assert all("sha256 differs" in why for _, why in res.recomputed)
+        assert res.n_computed == 2 * len(bad) + 1  # the damaged chunks and the last one
+        got, meta = _read(out)
+        assert meta["paths"] == want_meta["paths"]
+        np.testing.assert_array_equal(got["conv5"], want["conv5"])
+
+
+def test_npy_disk_full_keeps_the_old_pair(model_dir, tmp_path, monkeypatch):
+    """Disk full while writing the new pair: one error line, the previous OUT and its companion
+    untouched, no temporary files left."""
+    from sslzoo.zoo import _extract
+
+    out = tmp_path / "f.npy"
+    args = ["extract", str(model_dir), *map(str, EXAMPLES[:3]), "--out", str(out), "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = read_npy(out)[1]
+    real = _extract._write_npy
+
+    def disk_full(f, *a):
+        real(f, *a)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_extract, "_write_npy", disk_full)
+    result = CliRunner().invoke(app, ["extract", str(model_dir), *map(str, EXAMPLES[3:5]), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 1 and f"error: {out}: cannot write (No space left on device)" in result.output
+    assert read_npy(out)[1] == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -2,13 +2,17 @@
 every PIL mode -> L / RGB, 16-bit ranges, and the bound on resizing a thin image."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,16 +70,34 @@ def test_directory_and_missing(tmp_path):
     assert _reason(tmp_path / "nope.png") == "no such file"
 
 
-def test_unreadable(tmp_path):
-    path = tmp_path / "secret.png"
-    path.write_bytes(_saved(_noise(), "PNG"))
-    path.chmod(0)
+@contextlib.contextmanager
+def _unprivileged():
+    """As root (permission bits do not stop root), run the block with the effective uid of
+    nobody (real uid stays 0, so it can be restored); otherwise as we are."""
+    if os.geteuid() != 0:
+        yield
+        return
     try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as a user who can read mode-000 files (root)")
-        assert "permission denied" in _reason(path)
+        os.seteuid(65534)
+    except OSError as e:
+        pytest.skip(f"running as root and cannot drop to nobody ({e})")
+    try:
+        yield
     finally:
-        path.chmod(0o644)
+        os.seteuid(0)
+
+
+def test_unreadable():
+    top = Path(tempfile.mkdtemp(prefix="sslzoo-unreadable-"))  # outside pytest's 0700 tree: nobody must reach it
+    try:
+        top.chmod(0o755)
+        path = top / "secret.png"
+        path.write_bytes(_saved(_noise(), "PNG"))
+        path.chmod(0)
+        with _unprivileged():
+            assert _reason(path) == "permission denied (cannot read the file)"
+    finally:
+        shutil.rmtree(top)
 
 
 def test_decompression_bomb(tmp_path, monkeypatch):
@@ -249,7 +271,8 @@ def _tiff_directory_last(pixels: np.ndarray) -> bytes:
                (278, 3, h), (279, 4, len(data))]  # width, height, bits, no compression, gray, strip offset/rows/bytes
     out = b"II*\0" + struct.pack("<I", 8 + len(data) + pad) + data + b"\0" * pad + struct.pack("<H", len(entries))
     for tag, typ, value in entries:
-        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
+        value = struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, 1) + value
     return out + struct.pack("<I", 0)  # no next directory
 
 

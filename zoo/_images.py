@@ -136,10 +136,7 @@ def _pil_warnings(noted: list[str]) -> Iterator[None]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("always", module=r"PIL(\.|$)")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                yield
-            finally:
-                pass
+            yield
         for w in caught:
             if os.path.abspath(w.filename).startswith(_PIL_DIR):
                 noted.append(str(w.message))
@@ -164,9 +161,13 @@ def _cut_short(f: BinaryIO, fmt: str | None) -> str | None:
     if fmt not in _TRAILERS:
         return None
     span, marker = _TRAILERS[fmt]
-    size = os.fstat(f.fileno()).st_size
-    f.seek(max(0, size - span))
-    tail = f.read(span)
+    fd = f.fileno()
+    start = max(0, os.fstat(fd).st_size - span)
+    if hasattr(os, "pread"):
+        tail = os.pread(fd, span, start)  # one call, no buffer
+    else:
+        f.seek(start)
+        tail = f.read(span)
     if fmt == "GIF":
         tail = tail.rstrip(b"\0")[-1:]  # some writers pad after the trailer
     if marker in tail:
@@ -208,8 +209,9 @@ def read_image(path: str | Path) -> ImageRead:
                     _parse_exif(img)  # TIFF's load() reads it: parsed here, under the lock, it is cached
             img.load()
             recovered = _cut_short(f, img.format)
-            with _pil_warnings(noted):
-                _parse_exif(img)  # cached for exif_transpose: its warnings are this file's
+            if "exif" in img.info or "Raw profile type exif" in img.info:  # else nothing to parse
+                with _pil_warnings(noted):
+                    _parse_exif(img)  # cached for exif_transpose: its warnings are this file's
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(path, _too_large(e)) from None
         except UnidentifiedImageError:
@@ -282,7 +284,8 @@ def convert_mode(img: Image.Image, channels: str) -> Image.Image:
     """Any PIL mode -> ``channels`` ("L" or "RGB").
 
     Alpha (LA, La, PA, RGBA, RGBa, P with transparency) is composited on white; I;16, I and F
-    are scaled to 0..255 by their nominal range, else their own (see ``_scale_to_l``); 1, P, CMYK, YCbCr, ... use PIL's conversions.
+    are scaled to 0..255 by their nominal range, else their own (see ``_scale_to_l``); 1, P, CMYK,
+    YCbCr, ... use PIL's conversions.
     """
     if channels not in _WHITE:
         raise ValueError(f"channels must be 'L' or 'RGB', got {channels!r}")
