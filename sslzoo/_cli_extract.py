@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from ._cli_common import EXIT_SKIPPED, err, friendly_errors
+from ._cli_common import EXIT_SKIPPED, err, friendly_errors, shown
 
 
 class Pool(str, Enum):  # sslzoo.zoo._extract.POOLS (not imported here: keeps --help fast)
@@ -118,15 +118,6 @@ def collect_inputs(inputs: list[Path], examples: bool,
     return found + (example_images() if examples else [])
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f]} | {0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"}
-
-
-def _shown(text: str) -> str:
-    """One printable line whatever the file names in ``text``: control characters (a newline in a
-    name) as \\n, \\xNN; a non-UTF-8 name's bytes (surrogates) as \\udcXX."""
-    return text.translate(_CONTROL).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _summary(model_name: str, res, pool: str, as_json: bool) -> None:
     rate = res.n_computed / res.seconds if res.seconds > 0 else 0.0
     if as_json:  # json.dumps escapes non-ASCII: any file name prints
@@ -138,7 +129,7 @@ def _summary(model_name: str, res, pool: str, as_json: bool) -> None:
                           "images_per_s": round(rate, 1), "decode_wait_s": round(res.decode_wait, 3)}))
         return
     dims = ", ".join(f"{l} {d}" for l, d in res.dims.items())
-    print(_shown(f"{res.n_done} images -> {res.out}"))
+    print(shown(f"{res.n_done} images -> {res.out}"))
     print(f"model {model_name}; layers (dims): {dims}; pool {pool}")
     print(f"skipped {len(res.skipped)}; recovered {len(res.recovered)}; "
           f"{res.n_computed} computed in {res.seconds:.1f} s ({rate:.1f} images/s)")
@@ -167,7 +158,7 @@ def extract(
     from sslzoo.zoo._extract import extract as run
 
     def say(text: str) -> None:
-        err.print(_shown(text), markup=False, emoji=False, soft_wrap=True)
+        err.print(shown(text), markup=False, emoji=False, soft_wrap=True)
 
     with friendly_errors():
         walk_skipped: list[tuple[str, str]] = []
