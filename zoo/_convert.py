@@ -30,7 +30,7 @@ from ._errors import ZooError
 from ._hub import WEIGHTS_FILE, save_pretrained, sha256_file
 from ._model import PretextModel
 from ._sources import SOURCES, Source
-from ._validate import check_weights, open_regular
+from ._validate import check_config, check_weights, open_regular
 
 STORE_ENV = "SSLZOO_HOME"
 MIN_CHECKPOINT_LIMIT = 2 << 30  # bytes a checkpoint may inflate to, at least (see checkpoint_limit)
@@ -311,8 +311,10 @@ def map_state_dict(source: Source, state: dict[str, torch.Tensor], what: str):
     return mapped, sorted(dropped)
 
 
-def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, what: str) -> None:
-    """Check names and shapes against the model, then load strictly."""
+def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, what: str,
+         origin: dict[str, str] | None = None) -> None:
+    """Check names, shapes and values against the model, then load strictly. ``origin``: zoo key
+    -> the checkpoint's key, to name both in messages."""
     own = model.state_dict()
 
     def optional(k: str) -> bool:  # BN counters (absent before torch 0.4); a fixed front end (VISSL's
@@ -330,7 +332,8 @@ def _fit(model: PretextModel, mapped: dict[str, torch.Tensor], source: Source, w
              if v.shape != own[k].shape]
     if wrong:
         raise ZooError(f"{what}: shape mismatch for a {source.title} checkpoint: {'; '.join(wrong[:4])}")
-    check_weights(mapped, own, what)  # dense floats, finite, running_var >= 0: refused, never cast silently
+    labels = {k: f"{k} ({o} in the checkpoint)" for k, o in (origin or {}).items() if o != k}
+    check_weights(mapped, own, what, labels)  # dense floats, finite, running_var >= 0: refused, never cast silently
     full = dict(own)
     for k, v in mapped.items():
         full[k] = v.to(own[k].dtype)
@@ -358,9 +361,11 @@ def convert(source: str, file: str | Path, out: str | Path | None = None, *, hal
         "license": src.license_note, "input_convention": src.input_convention, "dropped_keys": dropped,
         "notes": list(src.notes), "torch": torch.__version__,
     }
+    check_config(config, f"the {src.id} converter's config")  # what is written must load back (load_dir checks it)
     model = PretextModel(config)
     config["layers"] = list(model.layers)
-    _fit(model, mapped, src, what)
+    rename = LAYOUTS[src.layout]
+    _fit(model, mapped, src, what, origin={new: k for k in state if isinstance(new := rename(k), str)})
     directory = Path(out).expanduser() if out is not None else store_root() / src.name
     save_pretrained(model.eval(), directory, half=half)  # card: cards/converted.md, from the provenance
     return directory

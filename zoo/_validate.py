@@ -219,7 +219,8 @@ def _widths(where: str, field: str, value: Any) -> Any:
     return _int(where, field, value, 1, MAX_WIDTH)
 
 
-# every argument a builder or head may get from config.json, and its range
+# Every argument a builder or head may get from config.json, and its range. An argument a builder
+# or head takes but that has no rule here is refused: a new one needs its line (and its range).
 _ARCH_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "in_chans": lambda w, f, v: _int(w, f, v, 1, MAX_CHANNELS),
     "num_blocks": lambda w, f, v: _int(w, f, v, 3, 16),
@@ -363,21 +364,30 @@ def check_buildable(config: dict[str, Any], where: str) -> PretextModel:
     check what the schema alone cannot: its size (parameters + buffers <= ``MAX_ELEMENTS``), an
     input size the trunk takes, probe heads that match their taps, ``layers``. Returns the meta
     model: its ``state_dict()`` gives the names, shapes and dtypes the weights file must have."""
-    try:
-        with torch.device("meta"), _Shapes(), torch.no_grad():
+    arch, (c, h, w) = config["architecture"], config["data_config"]["input_size"]
+    pretext_args = config.get("pretext_args", {})
+    with torch.device("meta"), _Shapes(), torch.no_grad():
+        try:
+            trunk = ARCHITECTURES[arch](**config.get("arch_args", {}))
+        except (TypeError, ValueError) as e:
+            _fail(where, "arch_args", f"cannot build the {arch} trunk ({e})")
+        try:  # the input the features, probes and (most) heads see
+            taps, _ = trunk.forward_taps(torch.empty(1, c, h, w), trunk.layers)
+        except (ValueError, RuntimeError) as e:
+            _fail(where, "data_config.input_size", f"{[c, h, w]} does not fit the {arch} trunk ({e})")
+        if pretext_args and "tile" in pretext_args:  # the patch pretexts' heads see one tile
+            try:
+                trunk(torch.empty(1, c, pretext_args["tile"], pretext_args["tile"]))
+            except (ValueError, RuntimeError) as e:
+                _fail(where, "pretext_args.tile", f"{pretext_args['tile']} px tiles do not fit the {arch} trunk ({e})")
+        try:
             model = PretextModel(config)
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
-        raise ZooError(f"{where}: cannot build the model ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise ZooError(f"{where}: cannot build the model ({type(e).__name__}: {e})") from None
     total = sum(t.numel() for t in model.state_dict().values())
     if total > MAX_ELEMENTS:
         raise ZooError(f"{where}: the model it describes has {total:,} parameters and buffers, more than the "
                        f"{MAX_ELEMENTS:,} allowed (check pretext_args, data_config.input_size, probe)")
-    c, h, w = config["data_config"]["input_size"]
-    try:
-        with torch.device("meta"), _Shapes(), torch.no_grad():
-            taps, _ = model.trunk.forward_taps(torch.empty(1, c, h, w), model.layers)
-    except (ValueError, RuntimeError) as e:
-        _fail(where, "data_config.input_size", f"{[c, h, w]} does not fit the {config['architecture']} trunk ({e})")
     for layer, spec in ((config.get("probe") or {}).get("heads") or {}).items():
         field = _field("probe.heads", layer)
         if layer not in taps:
@@ -456,15 +466,17 @@ def _listing(names: list[str]) -> str:
         f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def check_weights(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], what: str) -> None:
+def check_weights(state: Mapping[str, Any], expected: Mapping[str, torch.Tensor], what: str,
+                  labels: Mapping[str, str] | None = None) -> None:
     """Values of weights about to be loaded (``load_dir``: the safetensors file; the converters:
     the authors' checkpoint, after renaming). ``expected``: the model's state dict (meta is fine);
     names it lacks are held to the float rules. Each tensor must be dense, not meta, not
     quantized; where the model has a float: float16/bfloat16/float32/float64 (no int, bool or
     complex to be cast silently) with only finite values, and a BatchNorm ``running_var`` >= 0;
-    elsewhere (counters, the jigsaw permutation set): the model's dtype and no negative values."""
+    elsewhere (counters, the jigsaw permutation set): the model's dtype and no negative values.
+    ``labels``: how to name a tensor in messages (the converters add the checkpoint's own key)."""
     for name, t in state.items():
-        label = f"{what}: {name}"
+        label = f"{what}: {(labels or {}).get(name, name)}"
         if not isinstance(t, torch.Tensor):
             raise ZooError(f"{label} is a {type(t).__name__}, not a tensor")
         if t.is_meta:
