@@ -92,8 +92,8 @@ def open_regular(path: str | Path, limit: int | None = None) -> tuple[BinaryIO, 
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise
-    except OSError as e:
-        raise ZooError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # permissions, a name too long, a NUL in it, ...
+        raise ZooError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     f = os.fdopen(fd, "rb")
     st = os.fstat(fd)  # what was opened (it may have been swapped since the stat)
     if not stat.S_ISREG(st.st_mode):
