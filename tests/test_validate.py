@@ -460,3 +460,17 @@ def test_bounded_read_stops_past_the_limit():
     with pytest.raises(zoo.ZooError, match="inflates past 10 bytes"):
         _convert._read_bounded(io.BytesIO(b"x" * 11), 10, "m")
     assert _convert._read_bounded(io.BytesIO(b"x" * 10), 10, "m") == b"x" * 10
+
+
+def test_publish_refuses_a_fifo_config_without_reading_it(tmp_path):
+    """`sslzoo publish` validates through zoo.read_config: a FIFO config.json is named, not read
+    (an open() of it would block forever), and nothing is sent."""
+    d = tmp_path / "fifo-publish"
+    d.mkdir()
+    for name in ("model.safetensors", "README.md"):
+        (d / name).write_bytes((SHIPPED / name).read_bytes())
+    os.mkfifo(d / "config.json")
+    proc = run_cli("publish", d, "--repo", "org/name", timeout=120,
+                   env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "x"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "not published" in proc.stderr and "config.json: not a regular file (a FIFO)" in proc.stderr

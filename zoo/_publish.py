@@ -12,13 +12,12 @@ huggingface_hub resolves (``HF_TOKEN``, ``hf auth login``); the endpoint is ``HF
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ZooError
-from ._hub import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_dir, parse_hub_name, sha256_file
+from ._hub import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_dir, parse_hub_name, read_config, sha256_file
 
 # Hidden files, editor/atomic-write leftovers and caches are never uploaded.
 IGNORE_PATTERNS = [".*", "**/.*", "*.tmp", "*.partial", "**/*.tmp", "__pycache__/*", "**/__pycache__/*"]
@@ -87,13 +86,9 @@ def validate(directory: str | Path) -> dict:
     weights = directory / WEIGHTS_FILE
     config: dict = {}
     try:
-        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        problems.append(f"{CONFIG_FILE} is missing")
-    except (ValueError, UnicodeDecodeError) as e:
-        problems.append(f"{CONFIG_FILE} is not valid JSON ({e})")
+        config = read_config(directory)  # regular file, bounded size, finite JSON, schema (zoo/_validate.py)
+    except ZooError as e:
+        problems.append(str(e))
     if not weights.is_file():
         problems.append(f"{WEIGHTS_FILE} is missing")
     elif config:
