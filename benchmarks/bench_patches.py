@@ -32,8 +32,8 @@ from torchvision import transforms as T
 
 from sslzoo import zoo
 from sslzoo.training.data import load_fashion_mnist
-from sslzoo.training.loop import _use_bf16, input_dtype, pretext_input
-from sslzoo.training.pretexts import get_pretext
+from sslzoo.training.loop import _use_bf16, input_dtype
+from sslzoo.training.pretexts import Batch, get_pretext
 from sslzoo.zoo.pretexts import relpatch
 from sslzoo.zoo.pretexts.patches import CELL, TILE
 
@@ -136,8 +136,8 @@ def main():
         rng = np.random.default_rng(0)
 
         def tensor_batch(step, dtype=dtype):
-            x = pretext_input(images_dev, pretext, model.data_config)
-            return pretext.make_batch(x, torch.Generator().manual_seed(step), dtype)
+            batch = Batch.from_uint8(images_dev, torch.arange(len(images_dev)), model.data_config)
+            return pretext.make_batch(batch, torch.Generator().manual_seed(step), dtype)
 
         def fp32_batch(step):
             return tensor_batch(step, torch.float32)

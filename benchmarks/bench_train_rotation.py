@@ -18,7 +18,7 @@ from PIL import Image
 
 from sslzoo import zoo
 from sslzoo.training.data import load_fashion_mnist
-from sslzoo.training.loop import TrainConfig, _generator, _use_bf16, input_dtype, make_batch, train_step
+from sslzoo.training.loop import TrainConfig, _generator, _use_bf16, input_dtype, make_batch, make_optimizer, train_step
 from sslzoo.training.pretexts import get_pretext
 
 
@@ -57,9 +57,7 @@ def main():
     pretext, dc = get_pretext("rotation"), model.data_config
     cfg = TrainConfig(device=args.device)
     bf16 = _use_bf16(cfg.precision, device)
-    params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
-    wd_mask = [p.dim() > 1 for p in params]
+    opt = make_optimizer(model, cfg.with_defaults(pretext.defaults))
     images = data.images.to(device)
 
     def sync():
@@ -70,9 +68,9 @@ def main():
     for step in range(args.steps + 3):  # 3 warm-up steps
         idx = torch.randint(0, len(images), (args.batch_size,), generator=_generator(1, step)).to(device)
         sync(); t0 = time.perf_counter()
-        inputs, targets = make_batch(images[idx], pretext, dc, 2, _generator(2, step), dtype=input_dtype(bf16))
+        inputs, targets = make_batch(images[idx], idx, pretext, dc, 2, _generator(2, step), dtype=input_dtype(bf16))
         sync(); t1 = time.perf_counter()
-        train_step(model, opt, pretext, inputs, targets, bf16=bf16, weight_decay=5e-4, wd_mask=wd_mask)
+        train_step(model, opt, pretext, inputs, targets, bf16=bf16)
         sync(); t2 = time.perf_counter()
         if step >= 3:
             prep += t1 - t0

@@ -11,6 +11,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..zoo._metric import headline_metric, metric_text
+
 HERE = files(__package__)
 TEMPLATE = HERE / "template.md"
 CONVERTED_TEMPLATE = HERE / "converted.md"
@@ -52,6 +54,8 @@ def render_card(config: dict[str, Any]) -> str:
         data = ModelCardData(model_name=name, library_name="sslzoo", license=extra.get("license", "mit"), tags=tags,
                              datasets=extra.get("datasets"), eval_results=eval_results(config) or None,
                              pipeline_tag="image-feature-extraction")
+    record = headline_metric(config)
     card = ModelCard.from_template(data, template_path=str(template), config=config, extra=extra, name=name,
-                                   probe=config.get("probe") or {}, prov=prov)
+                                   probe=config.get("probe") or {}, prov=prov,
+                                   pretext_metric=metric_text(record) if record else None)
     return str(card)

@@ -11,6 +11,7 @@ import random
 import torch
 from PIL import Image
 
+from sslzoo.zoo._metric import format_value, headline_metric
 from sslzoo.zoo.pretexts import jigsaw as jg, relpatch as rp, rotation as rot
 from sslzoo.zoo.pretexts.patches import GRID, cut_tiles, grid_image
 
@@ -220,15 +221,16 @@ def models_table(names: list[str]) -> tuple[list[str], list[list[str]]]:
     taps = probe_taps(configs)
     rows = []
     for name, cfg in zip(names, configs):
-        pa = (cfg.get("provenance") or {}).get("pretext_accuracy") or {}
+        pm = headline_metric(cfg) or {}
         probe = cfg.get("probe") or {}
         acc = probe.get("accuracy") or {}
         best = max(acc, key=acc.get, default=None)
         rand = max(next(iter((probe.get("baselines") or {}).values()), {}).values(), default=None)
         cells = [f"{100 * acc[t]:.1f}{' *' if t == best else ''}" if t in acc else "" for t in taps]
-        rows.append([cfg.get("name", name), cfg.get("pretext", "?"), _pct(pa["value"]) if "value" in pa else "",
+        rows.append([cfg.get("name", name), cfg.get("pretext", "?"),
+                     f"{pm['name']} {format_value(pm['name'], pm['value'])}" if pm else "",
                      *cells, f"{100 * rand:.1f}" if rand is not None else ""])
-    return ["model", "pretext", "pretext acc.", *taps, "random init (best tap)"], rows
+    return ["model", "pretext", "pretext metric", *taps, "random init (best tap)"], rows
 
 
 def model_info(model_name: str):

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._cli_common import friendly_errors
+from ._cli_common import friendly_errors, shown
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console(highlight=False)
@@ -52,7 +52,7 @@ def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-h
 
     from sslzoo import zoo
 
-    from ._cli_common import shown
+    from sslzoo.zoo._metric import headline_metric, metric_text
 
     def text(value) -> str:  # config.json's strings and the path are user text: no markup, no control characters
         return escape(shown(str(value)))
@@ -66,10 +66,9 @@ def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-h
     out.print(f"[bold]{text(config.get('name', name))}[/]  ({text(directory)})")
     out.print(text(f"architecture {config['architecture']} {config.get('arch_args', {})}, pretext {config['pretext']}"))
     out.print(text(f"input {config['data_config']['input_size']} {config['data_config'].get('channels')}"))
-    prov = config.get("provenance") or {}
-    if prov.get("pretext_accuracy"):
-        pa = prov["pretext_accuracy"]
-        out.print(text(f"pretext accuracy {100 * pa['value']:.2f}% on {pa['split']}"))
+    record = headline_metric(config)
+    if record:
+        out.print(text(f"pretext {metric_text(record)}"))
     acc = (config.get("probe") or {}).get("accuracy")
     if acc:
         out.print(text("linear probe: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in acc.items())))
@@ -124,8 +123,9 @@ def evaluate(
     if as_json:
         print(json.dumps(r, indent=2))
         return
-    out.print(f"{r['model']}: {r['pretext']} accuracy {100 * r['accuracy']:.2f}% on {r['split']} "
-              f"({r['images']} images, {r['precision']})")
+    others = "".join(f", {k} {v:.4f}" for k, v in list(r["metrics"].items())[1:])
+    out.print(escape(shown(f"{r['model']}: {r['pretext']} {r['metric']} {r['value']:.4f} on {r['split']} "
+                           f"({r['images']} images, {r['precision']}){others}")))
 
 
 # Commands with their own modules (each keeps its heavy imports inside the command).

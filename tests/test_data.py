@@ -142,5 +142,5 @@ def test_train_on_an_imagefolder_never_calls_training_images_a_test_split(tmp_pa
     run_cli("train", "--data", f"imagefolder:{root}", "--out", out, "--batch-size", "16", "--epochs", "1",
             "--warmup-steps", "1", "--no-progress", "--precision", "fp32", check=True)
     prov = json.loads((out / "model" / "config.json").read_text())["provenance"]
-    assert "held-out 10% (seed 0)" in prov["pretext_accuracy"]["split"]
+    assert "held-out 10% (seed 0)" in prov["pretext_metric"]["split"]
     assert "all but the held-out" in prov["dataset"] and prov["train_images"] == 72

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from sslzoo import zoo
-from sslzoo.training.loop import _generator, make_batch, train_step
-from sslzoo.training.pretexts import get_pretext
+from sslzoo.training.loop import TrainConfig, _generator, make_batch, make_optimizer, train_step
+from sslzoo.training.pretexts import Batch, get_pretext
 from sslzoo.zoo.pretexts import jigsaw, patches, relpatch
 
 from .conftest import run_cli
@@ -76,6 +76,12 @@ def _noise_images(b, c=1, seed=0):
     return torch.randn(b, c, GRID_PX, GRID_PX, generator=torch.Generator().manual_seed(seed))
 
 
+def _batch(x, input_size=None):
+    """A plug-in's Batch of normalised images ``x`` (the data config's size: ``input_size`` or x's)."""
+    size = input_size or list(x.shape[1:])
+    return Batch(x, torch.arange(len(x)), {"input_size": size, "mean": [0.0] * x.shape[1], "std": [1.0] * x.shape[1]})
+
+
 def _where_cut(tile, image):
     """The cells of ``image`` (C x G x G) holding a crop whose per-tile normalisation is ``tile``."""
     windows = image.unfold(1, TILE, 1).unfold(2, TILE, 1).permute(1, 2, 0, 3, 4)  # n x n x C x t x t
@@ -139,8 +145,8 @@ def test_tiles_of_other_sizes_equal_resizing_to_the_grid_then_cropping(size):
 def test_plugins_make_inputs_in_the_dtype_asked_for(jigsaw_model, relpatch_model):
     x = _noise_images(4)
     for pt in (get_pretext("jigsaw", jigsaw_model), get_pretext("relative-patch", relpatch_model), get_pretext("rotation")):
-        ref, ref_targets = pt.make_batch(x, torch.Generator().manual_seed(2))
-        half, targets = pt.make_batch(x, torch.Generator().manual_seed(2), torch.bfloat16)
+        ref, ref_targets = pt.make_batch(_batch(x), torch.Generator().manual_seed(2))
+        half, targets = pt.make_batch(_batch(x), torch.Generator().manual_seed(2), torch.bfloat16)
         assert ref.dtype == torch.float32 and half.dtype == torch.bfloat16, pt.name
         assert torch.equal(targets, ref_targets) and torch.allclose(half.float(), ref, atol=3e-2), pt.name
 
@@ -165,7 +171,7 @@ def test_jigsaw_plugin_shuffles_tiles_by_the_target_permutation(jigsaw_model):
     pt = get_pretext("jigsaw", jigsaw_model)
     assert torch.equal(pt.permutations, jigsaw_model.head.permutations) and len(pt.permutations) == 1000
     x = _noise_images(2)
-    inputs, targets = pt.make_batch(x, torch.Generator().manual_seed(1))
+    inputs, targets = pt.make_batch(_batch(x), torch.Generator().manual_seed(1))
     assert inputs.shape == (2, 9, 1, TILE, TILE) and targets.shape == (2,)
     for b in range(2):
         perm = pt.permutations[targets[b]]
@@ -237,7 +243,7 @@ def test_jigsaw_per_tile_mlp_widths():
 def test_relpatch_plugin_pairs_centre_with_the_target_neighbour(relpatch_model):
     pt = get_pretext("relative-patch", relpatch_model)
     x = _noise_images(8)
-    inputs, targets = pt.make_batch(x, torch.Generator().manual_seed(3))
+    inputs, targets = pt.make_batch(_batch(x), torch.Generator().manual_seed(3))
     assert inputs.shape == (8, 2, 1, TILE, TILE) and set(targets.tolist()) <= set(range(8))
     for b in range(8):
         assert _where_cut(inputs[b, 0], x[b]) == {relpatch.CENTRE}
@@ -281,14 +287,12 @@ def test_a_few_steps_decrease_the_loss(name, pretext_args, fmnist_root):
     model = zoo.PretextModel(config).train()
     pt = get_pretext(model.pretext, model)
     chance = np.log(len(pt.permutations) if model.pretext == "jigsaw" else 8)
-    params = list(model.parameters())
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True)
+    opt = make_optimizer(model, TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4))
     losses = []
     for step in range(20):
         idx = torch.randint(0, len(images), (16,), generator=_generator(0, step))
-        inputs, targets = make_batch(images[idx], pt, model.data_config, 2, _generator(1, step))
-        _, loss = train_step(model, opt, pt, inputs, targets, bf16=False, weight_decay=5e-4,
-                             wd_mask=[p.dim() > 1 for p in params])
+        inputs, targets = make_batch(images[idx], idx, pt, model.data_config, 2, _generator(1, step))
+        _, loss = train_step(model, opt, pt, inputs, targets, bf16=False)
         losses.append(loss.item())
     first, last = np.mean(losses[:4]), np.mean(losses[-4:])
     assert first == pytest.approx(chance, abs=0.3), losses  # chance level at the start

@@ -32,14 +32,16 @@ def test_loss_decreases_and_model_dir_is_written(tmp_path, fmnist_root):
     model_dir = train(cfg, log=losses.append)
     model = zoo.load(model_dir)
     prov = model.config["provenance"]
-    assert prov["steps"] == 48 and 0.25 < prov["pretext_accuracy"]["value"] <= 1
+    pm = prov["pretext_metric"]
+    assert pm["name"] == "accuracy" and pm["all"] == {"accuracy": pm["value"]} and pm["higher_is_better"]
+    assert prov["steps"] == 48 and 0.25 < pm["value"] <= 1
     # the pretext is learnable from 48 small steps: well above chance (25 %) on held-out images
-    assert prov["pretext_accuracy"]["value"] > 0.5, losses
+    assert pm["value"] > 0.5, losses
     # `sslzoo evaluate` re-measures the recorded figure from the saved files alone
     proc = run_cli("evaluate", model_dir, "--limit", "128", "--json", check=True)
     again = json.loads(proc.stdout)
     assert again["images"] == 128 and again["pretext"] == "rotation"
-    assert round(again["accuracy"], 4) == prov["pretext_accuracy"]["value"]
+    assert again["metric"] == "accuracy" and round(again["value"], 4) == pm["value"]
     assert evaluate(model_dir, limit=128, precision="fp32")["precision"] == "fp32"
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._frontends import FRONT_END_CHANNELS, trunk_front_end
 from ._staged import run_taps
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -48,14 +49,22 @@ class _ConvBlock(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """RotNet-style AlexNet trunk (BN after every conv). ``forward`` returns pool5 (B x 256 x h x w)."""
+    """RotNet-style AlexNet trunk (BN after every conv). ``forward`` returns pool5 (B x 256 x h x w).
+
+    ``front_end`` says what the convolutions see of the ``in_chans``-channel input (``_frontends``):
+    None or ``gray`` / ``rgb`` the input itself, ``sobel`` its Sobel gradients (DeepCluster),
+    ``lab_l`` / ``lab_ab`` the L or the ab channels of RGB in [0, 1] (the colour pretexts).
+    """
 
     layers = LAYERS
 
-    def __init__(self, in_chans: int = 3):
+    def __init__(self, in_chans: int = 3, front_end: str | None = None):
         super().__init__()
         self.in_chans = in_chans
         cin = in_chans
+        if front_end is not None:
+            self.front = trunk_front_end(front_end, in_chans)
+            cin = FRONT_END_CHANNELS[front_end]
         for name, (cout, k, s, p, _) in _SPEC.items():
             self.add_module(name, _ConvBlock(cin, cout, k, s, p))
             cin = cout
@@ -70,6 +79,8 @@ class AlexNet(nn.Module):
 
         With ``pool5=False`` the trunk stops after the deepest requested tap.
         """
+        if hasattr(self, "front"):
+            x = self.front(x)
         return run_taps(x, layers, pool5, names=LAYERS, stage=self.get_submodule,
                         after=lambda name: self.pool if _SPEC[name][4] else None, min_input=MIN_INPUT, who="AlexNet")
 
@@ -77,5 +88,5 @@ class AlexNet(nn.Module):
         return self.forward_taps(x)[1]
 
 
-def alexnet(in_chans: int = 3) -> AlexNet:
-    return AlexNet(in_chans=in_chans)
+def alexnet(in_chans: int = 3, front_end: str | None = None) -> AlexNet:
+    return AlexNet(in_chans=in_chans, front_end=front_end)

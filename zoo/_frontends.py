@@ -8,6 +8,8 @@
   of CIE Lab, shifted to [-50, 50] (VISSL ``ImgPil2LabTensor``: OpenCV 8-bit L * 100/255 - 50).
   Here: sRGB in [0, 1] -> linear RGB -> Y (D65) -> L* = 116 f(Y) - 16, minus 50, computed in
   float (OpenCV's 8-bit path rounds L to steps of 100/255 ~ 0.39).
+- ``SobelGray`` / ``LabChroma``: the zoo AlexNet's Sobel on a gray model (no RGB average) and the
+  (a*, b*) / 110 channels of a colour model (split-brain's chroma half), ``zoo/_colour.py``.
 - ``TileNorm``: bbrattoli/JigsawPuzzlePytorch normalises every tile by its own per-channel mean
   and (unbiased) std, a std of 0 counting as 1 (``Dataset/JigsawImageLoader.py``).
 """
@@ -64,8 +66,42 @@ class TileNorm(nn.Module):
         return (x - mean) / std
 
 
-FRONT_ENDS = {"rgb": nn.Identity, "sobel": Sobel, "lab_l": LabLightness, "tile_norm": TileNorm}
-FRONT_END_CHANNELS = {"rgb": 3, "sobel": 2, "lab_l": 1, "tile_norm": 3}
+class SobelGray(nn.Conv2d):
+    """One gray channel -> [Sobel x, Sobel y]: B x 2 x H x W (DeepCluster's Sobel without the RGB average)."""
+
+    def __init__(self):
+        super().__init__(1, 2, kernel_size=3, padding=1)
+        with torch.no_grad():
+            self.weight.copy_(torch.tensor([SOBEL_X, SOBEL_Y]).unsqueeze(1))
+            self.bias.zero_()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+
+class LabChroma(nn.Module):
+    """RGB in [0, 1] -> (a*, b*) / 110: two channels in about [-1, 1] (split-brain's ab half)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ._colour import rgb_to_lab
+
+        return rgb_to_lab(x)[:, 1:] / 110.0
+
+
+FRONT_ENDS = {"rgb": nn.Identity, "gray": nn.Identity, "sobel": Sobel, "lab_l": LabLightness, "lab_ab": LabChroma,
+              "tile_norm": TileNorm}
+FRONT_END_CHANNELS = {"rgb": 3, "gray": 1, "sobel": 2, "lab_l": 1, "lab_ab": 2, "tile_norm": 3}
+# the input channels each front end takes (the model's data_config): Lab front ends want RGB in [0, 1]
+FRONT_END_INPUTS = {"rgb": (3,), "gray": (1,), "sobel": (1, 3), "lab_l": (3,), "lab_ab": (3,), "tile_norm": (3,)}
+
+
+def trunk_front_end(name: str, in_chans: int) -> nn.Module:
+    """The front end ``name`` for a model taking ``in_chans`` channels (Sobel on gray input: no RGB average)."""
+    if name not in FRONT_ENDS:
+        raise ValueError(f"unknown front end {name!r}; known: {sorted(FRONT_ENDS)}")
+    if in_chans not in FRONT_END_INPUTS[name]:
+        raise ValueError(f"front end {name!r} takes {' or '.join(map(str, FRONT_END_INPUTS[name]))}-channel input, "
+                         f"not {in_chans}")
+    return SobelGray() if (name, in_chans) == ("sobel", 1) else FRONT_ENDS[name]()
 
 
 def front_end(name: str) -> nn.Module:

@@ -34,6 +34,7 @@ class PretextModel(nn.Module):
             raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
         self.trunk = ARCHITECTURES[arch](**config.get("arch_args", {}))
         self.pretext: str = config["pretext"]
+        self.pretexts: tuple[str, ...] = (self.pretext,)  # what predict_pretext can answer (a composite head: several)
         self.layers: tuple[str, ...] = tuple(self.trunk.layers)
         self.data_config: dict[str, Any] = dict(config["data_config"])
         c, h, w = self.data_config["input_size"]
@@ -43,14 +44,7 @@ class PretextModel(nn.Module):
         pretext_args = config.get("pretext_args", {})
         self.head: nn.Module | None = None  # pretext_args None: a converted trunk without its pretext head
         if pretext_args is not None:
-            # Size the head for what it sees: the whole input, or for the patch pretexts one tile
-            # (their features and probes take the whole image at the data config's size).
-            th, tw = (pretext_args["tile"],) * 2 if "tile" in pretext_args else (h, w)
-            with torch.no_grad():
-                self.trunk.eval()  # BN with a batch of one; the whole model is back in train mode below
-                num_features = self.trunk(torch.zeros(1, c, th, tw)).flatten(1).shape[1]
-                self.trunk.train()
-            self.head = build_head(self.pretext, num_features, **pretext_args)
+            self.head = build_head(self.pretext, self.trunk, (c, h, w), **pretext_args)  # sized from the trunk
         self.probes = nn.ModuleDict()
         probe_cfg = config.get("probe") or {}
         for layer, spec in probe_cfg.get("heads", {}).items():

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ._errors import ZooError
+from ._frontends import FRONT_ENDS
 from ._model import ARCHITECTURES, PretextModel
 from ._sources import SOURCES
 from ._transforms import _INTERP
@@ -225,7 +226,7 @@ _ARCH_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "in_chans": lambda w, f, v: _int(w, f, v, 1, MAX_CHANNELS),
     "num_blocks": lambda w, f, v: _int(w, f, v, 3, 16),
     "avg_on_conv3": _bool,
-    "front_end": lambda w, f, v: _text(w, f, v, ("rgb", "sobel", "lab_l", "tile_norm")),
+    "front_end": lambda w, f, v: v if v is None else _text(w, f, v, tuple(FRONT_ENDS)),
     "layer4_stride": lambda w, f, v: _int(w, f, v, 1, 2),
 }
 _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
@@ -241,7 +242,8 @@ _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
 
 def _parameters(fn: Callable) -> dict[str, inspect.Parameter]:
     params = dict(inspect.signature(fn).parameters)
-    params.pop("num_features", None)  # a head's first argument comes from the trunk, not the config
+    for given in ("trunk", "input_size"):  # a head builder's first arguments come from the model, not the config
+        params.pop(given, None)
     return params
 
 
@@ -314,10 +316,19 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
         _text(where, "weights.dtype", weights["dtype"], ("float16", "bfloat16", "float32", "float64"))
     _check_probe(where, _object(where, "probe", config.get("probe"), nullable=True))
     provenance = _object(where, "provenance", config.get("provenance"), nullable=True)
-    if provenance.get("pretext_accuracy"):
+    if provenance.get("pretext_accuracy"):  # models saved before the headline metric had one generic key
         pa = _object(where, "provenance.pretext_accuracy", provenance["pretext_accuracy"])
         _number(where, "provenance.pretext_accuracy.value", _required(where, pa, "value", "provenance.pretext_accuracy"), 0, 1)
         _text(where, "provenance.pretext_accuracy.split", _required(where, pa, "split", "provenance.pretext_accuracy"))
+    if provenance.get("pretext_metric"):
+        field = "provenance.pretext_metric"
+        pm = _object(where, field, provenance["pretext_metric"])
+        _text(where, f"{field}.name", _required(where, pm, "name", field))
+        _number(where, f"{field}.value", _required(where, pm, "value", field), -1e6, 1e6)
+        _text(where, f"{field}.split", _required(where, pm, "split", field))
+        for k, v in _object(where, f"{field}.all", pm.get("all", {})).items():
+            _text(where, f"{field}.all", k)
+            _number(where, _field(f"{field}.all", k), v, -1e6, 1e6)
     return config
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from .patches import CELL, NUM_CELLS, TILE, check_geometry, cut_tiles, grid_image, mlp, tile_features
 
+PRETEXT = "jigsaw"
 NUM_PERMUTATIONS = 1000  # the paper's main setting (100 is its cheaper variant)
 
 
@@ -151,6 +152,17 @@ class JigsawHead(nn.Module):
         feats = tile_features(trunk, x, self.num_features)  # B x 9 x F
         per_tile = self.fc6(feats.flatten(0, 1))  # B*9 x tile_hidden
         return self.classifier(per_tile.view(b, -1))  # B x (9 * tile_hidden) -> B x P
+
+
+def build_head(trunk: nn.Module, input_size: Sequence[int], num_permutations: int = NUM_PERMUTATIONS,
+               permutation_seed: int = 0, tile_hidden: int | Sequence[int] = 512, hidden: int = 512, cell: int = CELL,
+               tile: int = TILE) -> JigsawHead:
+    """The head for ``trunk``: it sees one ``tile`` x ``tile`` tile at a time (in the model's channels);
+    the features and probes take the whole image at ``input_size``."""
+    from . import flat_features
+
+    return JigsawHead(flat_features(trunk, (input_size[0], tile, tile)), num_permutations=num_permutations,
+                      permutation_seed=permutation_seed, tile_hidden=tile_hidden, hidden=hidden, cell=cell, tile=tile)
 
 
 # --- inference helpers (the demo) --------------------------------------------------------------

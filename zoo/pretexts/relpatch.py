@@ -14,12 +14,15 @@ is sized for 96-px ImageNet patches). Not implemented: the paper's random patch 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 from .patches import CELL, TILE, check_geometry, cut_tiles, grayscale, mlp, normalize_tiles, tile_features
 
 CENTRE = 4  # row-major cell index of the middle of the 3x3 grid
+PRETEXT = "relative-patch"
 NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # class k = the neighbour in cell NEIGHBOURS[k]
 POSITIONS = ("top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right")
 COLOUR_P = 0.66  # share of colour patches that get grayscale or channel dropping (half each)
@@ -90,6 +93,14 @@ class RelativePatchHead(nn.Module):
                              f"got shape {tuple(x.shape)}")
         feats = tile_features(trunk, x, self.num_features)  # B x 2 x F
         return self.mlp(feats.flatten(1))  # B x 2F -> B x 8
+
+
+def build_head(trunk: nn.Module, input_size: Sequence[int], hidden: int = 512, cell: int = CELL,
+               tile: int = TILE) -> RelativePatchHead:
+    """The head for ``trunk``: it sees two ``tile`` x ``tile`` patches (in the model's channels)."""
+    from . import flat_features
+
+    return RelativePatchHead(flat_features(trunk, (input_size[0], tile, tile)), hidden=hidden, cell=cell, tile=tile)
 
 
 def make_pair(image: torch.Tensor, position: int | None = None, model: nn.Module | None = None, *,

@@ -5,9 +5,12 @@ batch are made at once with ``torch.rot90`` on the whole tensor (device-agnostic
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
+PRETEXT = "rotation"
 ANGLES = (0, 90, 180, 270)  # class k = counter-clockwise turn by k * 90 degrees
 
 
@@ -59,3 +62,10 @@ class RotationHead(nn.Module):
     def forward(self, trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         # x: B x C x H x W -> logits B x 4 (0/90/180/270)
         return self.mlp(trunk(x))
+
+
+def build_head(trunk: nn.Module, input_size: Sequence[int], hidden: int = 512, num_classes: int = len(ANGLES)) -> RotationHead:
+    """The head for ``trunk`` at the model's input size: it sees the whole (turned) image's pool5."""
+    from . import flat_features
+
+    return RotationHead(flat_features(trunk, input_size), hidden=hidden, num_classes=num_classes)
