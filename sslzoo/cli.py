@@ -80,24 +80,30 @@ def train(
     data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH"),
     data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (checkpoint, model/); default runs/MODEL"),
-    epochs: float = typer.Option(10.0), batch_size: int = typer.Option(128, help="source images per step"),
-    lr: float = typer.Option(0.05), weight_decay: float = typer.Option(5e-4), warmup_steps: int = typer.Option(100),
+    epochs: Optional[float] = typer.Option(None, help="default: the pretext's recipe"),
+    batch_size: Optional[int] = typer.Option(None, help="source images per step; default: the recipe's"),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (Nesterov momentum) or adam; default: the recipe's"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate; default: the recipe's"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum or Adam's beta1; default: the recipe's"),
+    weight_decay: Optional[float] = typer.Option(None, help="on conv/linear weights; default: the recipe's"),
+    warmup_steps: Optional[int] = typer.Option(None, help="linear warm-up before the cosine decay; default: the recipe's"),
     limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
     zoom_out: int = typer.Option(0, min=0, help="scale jitter: a random black border of 0..N source px per batch"),
     checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
     seed: int = typer.Option(0), device: str = typer.Option("cpu", help="cpu or cuda"),
     precision: str = typer.Option("auto", help="auto, bf16 or fp32"),
-    eval_limit: Optional[int] = typer.Option(None, help="test images for the final pretext accuracy"),
+    eval_limit: Optional[int] = typer.Option(None, help="images for the final pretext metric"),
     stop_after: Optional[int] = typer.Option(None, hidden=True),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.safetensors"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
-    """Train a pretext model; writes OUT/checkpoint.safetensors and, at the end, OUT/model (Hub layout)."""
+    """Train a pretext model; writes OUT/checkpoint.safetensors and, at the end, OUT/model (Hub layout).
+    The recipe (optimiser, lr, epochs, batch size, ...) is the pretext's own unless given here."""
     from sslzoo.training.loop import TrainConfig, train as run
 
     cfg = TrainConfig(model=model, data=data, data_root=str(data_root) if data_root else None, out=str(out_dir or ""),
-                      epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                      warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out,
+                      epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                      weight_decay=weight_decay, warmup_steps=warmup_steps, limit=limit, zoom_out=zoom_out,
                       checkpoint_every=checkpoint_every, seed=seed, device=device, precision=precision,
                       progress=progress, eval_limit=eval_limit, stop_after=stop_after)
     with friendly_errors():

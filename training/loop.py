@@ -196,24 +196,25 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def pretext_metrics(model, pretext: Pretext, images: torch.Tensor, data_config: dict, device, batch_size: int = 256,
-                    bf16: bool = False) -> dict[str, float]:
-    """The plug-in's metrics over a uint8 image set, no augmentation, deterministic puzzles / pairs /
-    masks (one seeded generator per batch): {name: value}, the headline first."""
+def pretext_metrics(model, pretext: Pretext, data, device, batch_size: int = 256, bf16: bool = False) -> dict[str, float]:
+    """The plug-in's metrics over an image set (``ImageSet``; its labels ride along in the batches,
+    for metrics against them), no augmentation, deterministic puzzles / pairs / masks (one seeded
+    generator per batch): {name: value}, the headline first."""
     model.eval()
     pretext.eval()
-    sums: dict[str, list[float]] = {}
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        batch = Batch.from_uint8(x, torch.arange(i, i + len(x), device=device), data_config)
+    data_config = model.data_config
+    sums: dict[str, tuple] = {}
+    for i in range(0, len(data), batch_size):
+        x = data.images[i:i + batch_size].to(device)
+        batch = Batch.from_uint8(x, torch.arange(i, i + len(x), device=device), data_config,
+                                 labels=data.labels[i:i + batch_size].to(device))
         inputs, targets = pretext.make_batch(batch, _generator(12345, i), input_dtype(bf16))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model.predict_pretext(inputs)
         for name, (total, count) in pretext.metrics(out, targets).items():
-            acc = sums.setdefault(name, [0.0, 0])
-            acc[0] += total
-            acc[1] += count
-    return {name: total / max(1, count) for name, (total, count) in sums.items()}
+            before = sums.get(name, (0.0, 0))
+            sums[name] = (before[0] + total, before[1] + count)
+    return pretext.summarize(sums)
 
 
 def headline(metrics: dict[str, float], pretext: Pretext, split: str) -> dict:
@@ -236,7 +237,7 @@ def evaluate(name_or_dir: str, *, data: str = "fashion-mnist", data_root: str | 
     train_set, test_set = (load_dataset(data, split, root=data_root, data_config=model.data_config)
                            for split in ("train", "test"))
     eval_set = pretext.eval_set(train_set, test_set).subset(limit)
-    metrics = pretext_metrics(model, pretext, eval_set.images, model.data_config, dev, bf16=bf16)
+    metrics = pretext_metrics(model, pretext, eval_set, dev, bf16=bf16)
     name, value = next(iter(metrics.items()))
     return {"model": model.config.get("name", str(name_or_dir)), "pretext": model.pretext, "split": eval_set.name,
             "images": len(eval_set), "metric": name, "value": value, "metrics": metrics,
@@ -264,10 +265,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     except UntrainableModel as e:
         raise TrainingError(str(e)) from None
     cfg = cfg.with_defaults(pretext.defaults)
-    train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)  # before the data: a bad --optimizer fails at once
+    train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
 
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -326,9 +327,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
 
             if step % 10 == 0 or step == total:
                 with torch.no_grad():
-                    name, (value, count) = next(iter(pretext.metrics(outputs.detach(), targets).items()))
+                    name, value = next(iter(pretext.summarize(pretext.metrics(outputs.detach(), targets)).items()))
                 n = step - reported
-                stats = (f"loss {loss.item():.3f} {name} {value / max(1, count):.3f} "
+                stats = (f"loss {loss.item():.3f} {name} {value:.3f} "
                          f"{n * cfg.batch_size / step_s:,.0f} img/s, batch prep {100 * prep_s / step_s:.1f}%")
                 bar.update(task, completed=step, stats=stats)
                 prep_total += prep_s
@@ -353,7 +354,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     test_set = load_dataset(cfg.data, "test", root=cfg.data_root, data_config=data_config)
     eval_set = pretext.eval_set(train_set, test_set).subset(cfg.eval_limit)
     round_to_storage(model)  # the metric recorded is that of the weights as saved (float16 conv/linear)
-    metrics = pretext_metrics(model, pretext, eval_set.images, data_config, device, bf16=bf16)
+    metrics = pretext_metrics(model, pretext, eval_set, device, bf16=bf16)
     record = headline(metrics, pretext, eval_set.name)
     log(f"{model.pretext} {record['name']} on {eval_set.name}: {record['value']:.4f}")
     model.config["provenance"] = {

@@ -24,15 +24,19 @@ class Batch:
     index: torch.Tensor  # B dataset positions (identity: DeepCluster's pseudo-labels, Exemplar's classes)
     data_config: dict
     unit: torch.Tensor | None = field(default=None, repr=False)  # the same in [0, 1], before normalising
+    # B class labels, given only when the headline metric is measured (e.g. DeepCluster's NMI to the
+    # labels); a training batch never carries them, so no pretext can learn from them
+    labels: torch.Tensor | None = field(default=None, repr=False)
     _resized: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
-    def from_uint8(cls, x: torch.Tensor, index: torch.Tensor, data_config: dict) -> "Batch":
+    def from_uint8(cls, x: torch.Tensor, index: torch.Tensor, data_config: dict,
+                   labels: torch.Tensor | None = None) -> "Batch":
         """uint8 B x C x h x w (in the model's channels) -> a Batch."""
         from sslzoo.zoo._transforms import normalize
 
         unit = x.float().div_(255)
-        return cls(normalize(unit, data_config), index, data_config, unit)
+        return cls(normalize(unit, data_config), index, data_config, unit, labels)
 
     def resized(self) -> torch.Tensor:
         """B x C x H x W at the model's input size (as the data config says; computed once). Resized
@@ -86,9 +90,14 @@ class Pretext(nn.Module):
     def loss(self, outputs, targets) -> torch.Tensor:
         raise NotImplementedError
 
-    def metrics(self, outputs, targets) -> dict[str, tuple[float, int]]:
-        """name -> (sum, count) over the batch; the first key is the headline metric."""
+    def metrics(self, outputs, targets) -> dict[str, tuple[Any, int]]:
+        """name -> (sum, count) over the batch; the first key is the headline metric. A sum may be a
+        tensor (e.g. a contingency table) that ``summarize`` turns into the figure."""
         raise NotImplementedError
+
+    def summarize(self, sums: dict[str, tuple[Any, int]]) -> dict[str, float]:
+        """Sums over the whole evaluation set -> {name: value} (default: sum / count)."""
+        return {name: float(total) / max(1, count) for name, (total, count) in sums.items()}
 
     # --- optional hooks ---------------------------------------------------------------------------
     def begin(self, run: Run) -> None:
