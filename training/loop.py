@@ -147,7 +147,7 @@ def load_checkpoint(path: Path, model, pretext: Pretext, opt, cfg: TrainConfig, 
                             f"machine ({machine(run.device)}), so the run would not continue "
                             f"bit-identically; resume where {used} is available, or pass --precision {used} to force it")
     model.load_state_dict(tree["model"], strict=True)
-    pretext.load_state_dict(tree["pretext"], strict=True)
+    pretext.load_train_state(tree["pretext"])
     opt.load_state_dict(tree["optimizer"])
     run.history.update(tree.get("history") or {})
     return int(meta["step"]), float(meta.get("elapsed", "0"))

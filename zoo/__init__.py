@@ -16,7 +16,7 @@ from ._examples import example_images
 from ._hub import download, load_dir, parse_hub_name, read_config, save_pretrained
 from ._model import PretextModel
 from ._publish import PublishResult, publish
-from ._registry import PACKAGE_WEIGHTS, list_models, lookup
+from ._registry import PACKAGE_WEIGHTS, UNTRAINED, list_models, lookup
 from ._transforms import transforms
 from ._validate import check_buildable, check_name
 
@@ -37,12 +37,15 @@ def resolve(name: str | Path) -> Path:
     if "/" in text or text.startswith((".", "~")) or text.endswith(".json"):
         raise ZooError(f"{text!r}: not a model directory (no such directory) and not a zoo name; "
                        "use a registry name, a local directory in Hub layout, or hf-hub:ORG/NAME[@REV]")
-    _, weights = lookup(text)
+    entry, weights = lookup(text)
     if weights.source.startswith("package:"):
         local = PACKAGE_WEIGHTS / weights.source[len("package:"):]
         if not (local / "model.safetensors").is_file():
             raise ZooError(f"{text}: weights are missing from the installed package ({local}); reinstall sslzoo")
         return local
+    if weights.source == UNTRAINED:
+        raise ZooError(f"{text}: no weights released yet (`sslzoo train {entry.name}.{weights.tag}` trains them; "
+                       f"zoo.load({text!r}, pretrained=False) gives the model randomly initialised)")
     if weights.source.startswith("store:"):  # converted authors' checkpoint (sslzoo convert)
         return stored(weights.source[len("store:"):])
     return download(*parse_hub_name(weights.source), sha256=weights.sha256)

@@ -32,10 +32,15 @@ FMNIST_160 = {"input_size": [1, 160, 160], **_FMNIST_GRAY}
 FMNIST_96 = {"input_size": [1, 96, 96], **_FMNIST_GRAY}
 
 
+UNTRAINED = "untrained:"
+
+
 @dataclass(frozen=True)
 class Weights:
     tag: str
-    source: str  # "package:<dir under zoo/weights>" or "hf-hub:org/name[@rev]"
+    # "package:<dir under zoo/weights>", "hf-hub:org/name[@rev]", "store:<name>" (converted authors'
+    # checkpoint) or UNTRAINED (defined and trainable, weights not released yet)
+    source: str
     config: dict[str, Any]  # architecture, arch_args, pretext, pretext_args, data_config
     sha256: str | None = None  # of model.safetensors, pinned for downloads
     meta: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +108,14 @@ register(
     Weights("fmnist", "package:relative-patch-alexnet.fmnist",
             _alexnet("relative-patch", 1, FMNIST_160, hidden=512, cell=76, tile=64),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1505.05192"}),
+)
+
+# DeepCluster: the BN AlexNet behind a fixed Sobel front end (the authors' model), whole image at 96 px.
+register(
+    "deepcluster-alexnet",
+    Weights("fmnist", UNTRAINED, {**_alexnet("deepcluster", 1, FMNIST_96, hidden=512, num_clusters=300),
+                                  "arch_args": {"in_chans": 1, "front_end": "sobel"}},
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1807.05520"}),
 )
 
 # The authors' released checkpoints (zoo/_sources.py): `sslzoo convert SOURCE FILE` stores each under

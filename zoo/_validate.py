@@ -232,6 +232,7 @@ _ARCH_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
 _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "hidden": lambda w, f, v: _int(w, f, v, 1, MAX_WIDTH),
     "num_classes": lambda w, f, v: _int(w, f, v, 1, MAX_CLASSES),
+    "num_clusters": lambda w, f, v: _int(w, f, v, 2, 100_000),
     "num_permutations": lambda w, f, v: _int(w, f, v, 1, MAX_PERMUTATIONS),
     "permutation_seed": lambda w, f, v: _int(w, f, v, 0, 2**32 - 1),
     "tile_hidden": _widths,

@@ -99,6 +99,16 @@ class Pretext(nn.Module):
         """Sums over the whole evaluation set -> {name: value} (default: sum / count)."""
         return {name: float(total) / max(1, count) for name, (total, count) in sums.items()}
 
+    def load_train_state(self, state: dict) -> None:
+        """Restore a checkpoint's plug-in state. Buffers sized by the data (DeepCluster's N
+        pseudo-labels) take the checkpoint's shape; everything else must match exactly."""
+        for name, buf in list(self.named_buffers()):
+            if name in state and state[name].shape != buf.shape:
+                owner, _, attr = name.rpartition(".")
+                self.get_submodule(owner)._buffers[attr] = torch.empty(state[name].shape, dtype=buf.dtype,
+                                                                       device=buf.device)
+        self.load_state_dict(state, strict=True)
+
     # --- optional hooks ---------------------------------------------------------------------------
     def begin(self, run: Run) -> None:
         """Once, before the first step (and again on resume, before the checkpoint's state is loaded)."""

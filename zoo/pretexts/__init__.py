@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import jigsaw, relpatch, rotation
+from . import deepcluster, jigsaw, relpatch, rotation
 
-_MODULES = (rotation, jigsaw, relpatch)
+_MODULES = (rotation, jigsaw, relpatch, deepcluster)
 
 # pretext name -> build_head(trunk, input_size, **pretext_args) -> head module
 HEADS: dict[str, Callable[..., nn.Module]] = {m.PRETEXT: m.build_head for m in _MODULES}
