@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import deepcluster, jigsaw, relpatch, rotation
+from . import context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation
 
-_MODULES = (rotation, jigsaw, relpatch, deepcluster)
+_MODULES = (rotation, jigsaw, relpatch, deepcluster, denoising, context_encoder)
 
 # pretext name -> build_head(trunk, input_size, **pretext_args) -> head module
 HEADS: dict[str, Callable[..., nn.Module]] = {m.PRETEXT: m.build_head for m in _MODULES}
