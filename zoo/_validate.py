@@ -238,6 +238,14 @@ _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "tile_hidden": _widths,
     "cell": lambda w, f, v: _int(w, f, v, 1, MAX_SIDE),
     "tile": lambda w, f, v: _int(w, f, v, 1, MAX_SIDE),
+    # reconstruction heads (zoo/pretexts/denoising.py, context_encoder.py)
+    "decoder_width": lambda w, f, v: _int(w, f, v, 1, MAX_WIDTH),
+    "noise": lambda w, f, v: _text(w, f, v, ("mask", "gaussian")),
+    "noise_level": lambda w, f, v: _number(w, f, v, 0, 1, "in 0..1 (a drop probability or a sigma in [0, 1] pixel units)"),
+    "mask": lambda w, f, v: _text(w, f, v, ("central", "random")),
+    "overlap": lambda w, f, v: _int(w, f, v, 0, MAX_SIDE // 4),
+    "overlap_weight": lambda w, f, v: _number(w, f, v, 0, 1000),
+    "adversarial": lambda w, f, v: _number(w, f, v, 0, 1),
 }
 
 
