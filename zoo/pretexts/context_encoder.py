@@ -125,7 +125,12 @@ def band(mask: torch.Tensor, width: int) -> torch.Tensor:
     """The ``width``-px band of context around the hole (within ``width`` px, Chebyshev), bool."""
     if width <= 0:
         return torch.zeros_like(mask)
-    grown = F.max_pool2d(mask.float(), 2 * width + 1, stride=1, padding=width) > 0
+    grown = mask.clone()  # dilated by a (2 width + 1)-square: shifted ORs along the rows, then the columns
+    for dim in (-1, -2):
+        source = grown.clone()
+        for s in range(1, min(width, mask.shape[dim] - 1) + 1):
+            grown.narrow(dim, s, grown.shape[dim] - s).logical_or_(source.narrow(dim, 0, grown.shape[dim] - s))
+            grown.narrow(dim, 0, grown.shape[dim] - s).logical_or_(source.narrow(dim, s, grown.shape[dim] - s))
     return grown & ~mask
 
 

@@ -4,8 +4,9 @@ up-convolution decoder from the trunk's pool5 back to pixels, and PSNR.
 ``UpDecoder`` maps pool5 (C x h x w, from ``trunk_shape``) to ``out_channels`` x H x W (the whole
 image, or a hole region) and sizes itself from the two shapes: a stride-1 transposed convolution
 first takes h x w to a base size bh x bw, then n transposed convolutions (4x4, stride 2, DCGAN /
-the context encoder's up-convolutions) double it, each followed by BatchNorm and ReLU, and a 3x3
-convolution gives the pixels (linear: the model's normalised units). n is the most doublings
+the context encoder's up-convolutions) double it, each but the last followed by BatchNorm and
+ReLU; the last gives the pixels (linear: the model's normalised units), so no wide map is ever
+made at full resolution (at 96 px a 32-channel one there tripled the step time). n is the most doublings
 that do not overshoot (n = floor(log2(H / h))), the base is ceil(H / 2^n), and what overshoots
 (H not a multiple of 2^n) is cropped at the centre: at 96 px AlexNet's pool5 is 2 x 2, so the
 whole image is 2 -> 3 -> 6 -> 12 -> 24 -> 48 -> 96 and the 54-px region of the central hole
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MIN_WIDTH = 32
+MIN_WIDTH = 16
 MAX_PSNR = 100.0  # dB, for an error of (almost) zero: keeps the recorded figure a finite number
 
 
@@ -51,15 +52,18 @@ class UpDecoder(nn.Module):
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         cin = width
-        for _ in range(n):
+        for _ in range(n - 1):
             cout = max(min(min_width, cin), cin // 2)
             layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
             cin = cout
         self.up = nn.Sequential(*layers)
-        self.out = nn.Conv2d(cin, out_c, 3, padding=1)
+        # the last doubling gives the pixels (DCGAN's generator, the context encoder's decoder): no
+        # wide map at full resolution, where it would cost most of the step
+        self.out = nn.ConvTranspose2d(cin, out_c, 4, 2, 1) if n else nn.Conv2d(cin, out_c, 3, padding=1)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        nn.init.normal_(self.out.weight, 0.0, 0.02)  # the first output is about the mean (0), DCGAN's scale
         nn.init.zeros_(self.out.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
