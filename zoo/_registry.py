@@ -118,6 +118,21 @@ register(
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1807.05520"}),
 )
 
+# The reconstruction pretexts: the whole image at 96 px, decoded back from pool5 by up-convolutions
+# (zoo/pretexts/decoder.py). Weights not released yet (UNTRAINED): `sslzoo train NAME` makes them.
+register(
+    "denoising-alexnet",
+    Weights("fmnist", UNTRAINED, _alexnet("denoising", 1, FMNIST_96, noise="mask", noise_level=0.5, decoder_width=256),
+            meta={"dataset": "fashion-mnist", "paper": "Vincent et al., ICML 2008 (doi:10.1145/1390156.1390294)"}),
+)
+register(
+    "context-encoder-alexnet",
+    Weights("fmnist", UNTRAINED,
+            _alexnet("context-encoder", 1, FMNIST_96, mask="random", overlap=3, overlap_weight=10.0, adversarial=0.0,
+                     decoder_width=256),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1604.07379"}),
+)
+
 # The authors' released checkpoints (zoo/_sources.py): `sslzoo convert SOURCE FILE` stores each under
 # its name in the local zoo store, where "store:<name>" sources resolve (zoo.resolve says how to get
 # the file until then). Tags are added to existing entries without changing their default tag.
