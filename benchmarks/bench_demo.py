@@ -93,7 +93,9 @@ def main():
     from gradio_client import Client, handle_file
 
     from sslzoo import zoo
-    from sslzoo.demo import _core, _tabs
+    from sslzoo.demo import _core
+    from sslzoo.demo.tabs import classify as classify_tab, jigsaw as jigsaw_tab, models as models_tab, \
+        relpatch as relpatch_tab, rotation as rotation_tab
     from sslzoo.zoo.pretexts import jigsaw as jg, relpatch as rp, rotation as rot
 
     torch.set_num_threads(1)
@@ -114,14 +116,14 @@ def main():
         return g
 
     endpoints = {
-        "/rotation": ((ROT, "upload", "90°"), lambda: _tabs.rotation(ROT, img, "90°"),
+        "/rotation": ((ROT, "upload", "90°"), lambda: rotation_tab.rotation(ROT, img, "90°"),
                       nograd(lambda: models[ROT].predict_pretext(rot_in))),
-        "/jigsaw": ((JIG, "upload", 7), lambda: _tabs.jigsaw(JIG, img, 7), nograd(lambda: models[JIG].predict_pretext(jig_in))),
-        "/relpatch": ((REL, "upload", "top-right"), lambda: _tabs.relpatch(REL, img, "top-right"),
+        "/jigsaw": ((JIG, "upload", 7), lambda: jigsaw_tab.jigsaw(JIG, img, 7), nograd(lambda: models[JIG].predict_pretext(jig_in))),
+        "/relpatch": ((REL, "upload", "top-right"), lambda: relpatch_tab.relpatch(REL, img, "top-right"),
                       nograd(lambda: models[REL].predict_pretext(rel_in))),
-        "/classify": ((ROT, "conv3", "upload"), lambda: _tabs.classify(ROT, "conv3", img),
+        "/classify": ((ROT, "conv3", "upload"), lambda: classify_tab.classify(ROT, "conv3", img),
                       nograd(lambda: models[ROT].classify(x[ROT][None], "conv3"))),
-        "/model_info": ((JIG,), lambda: _tabs.model_info(JIG), None),
+        "/model_info": ((JIG,), lambda: models_tab.model_info(JIG), None),
     }
 
     def call_args(spec):

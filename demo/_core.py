@@ -1,9 +1,10 @@
 """Shared pieces of the demo's tab functions (no gradio here): cached models, which models fit
-which tab, safe upload decoding, tensor <-> PIL for display, model cards."""
+which tab, safe upload decoding, parsing the users' choices, tensor <-> PIL for display, model cards."""
 from __future__ import annotations
 
 import functools
 import os
+import random
 import re
 import threading
 from pathlib import Path
@@ -14,9 +15,12 @@ from PIL import Image
 
 from sslzoo import zoo
 from sslzoo.zoo._images import ImageError, convert_mode, open_image
+from sslzoo.zoo.pretexts.patches import GRID, cut_tiles
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # also the server's max_file_size
 DISPLAY = 256  # px of the square the tabs show (the model sees its own smaller input)
+SCALE = 3  # the patch tabs' display tiles are SCALE x the model's tile size
+GAP = 6  # px between displayed tiles
 
 
 class DemoError(ValueError):
@@ -56,16 +60,33 @@ def model_dir(name: str) -> Path:
     return zoo.resolve(name)
 
 
+def pretext_model(name: str, pretext: str) -> zoo.PretextModel:
+    """``get_model`` for a tab that asks the model to predict ``pretext`` (one of ``m.pretexts``)."""
+    m = get_model(name)
+    if pretext not in m.pretexts:
+        raise DemoError(f"{name} is a {'/'.join(m.pretexts)} model; this tab needs a {pretext} model")
+    return m
+
+
+def config_pretexts(cfg: dict) -> tuple[str, ...]:
+    """What a model of this config can predict (its ``PretextModel.pretexts``), without building
+    it; () for a converted trunk saved without its pretext head (``pretext_args`` None)."""
+    if cfg.get("pretext_args", {}) is None or not cfg.get("pretext"):
+        return ()
+    return (cfg["pretext"],)
+
+
 def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
-    """Zoo entries whose weights are on this machine and that fit a tab: a given pretext, or
-    probe heads stored with the model (``probes``)."""
+    """Zoo entries whose weights are on this machine and that fit a tab: one that can predict
+    ``pretext`` (a model with several pretexts fits each of their tabs), or probe heads stored
+    with the model (``probes``)."""
     names = []
     for name in zoo.list_models():
         try:
             cfg = model_config(name)
         except zoo.ZooError:  # a Hub entry not in the local cache: offline, so not offered
             continue
-        if pretext is not None and (cfg.get("pretext") != pretext or cfg.get("pretext_args", {}) is None):
+        if pretext is not None and pretext not in config_pretexts(cfg):
             continue  # another pretext, or a converted trunk saved without its pretext head
         if probes and not (cfg.get("probe") or {}).get("heads"):
             continue
@@ -88,6 +109,21 @@ def model_card(name: str) -> str:
     if not path.is_file():
         return f"# {name}\n\n(no model card)"
     return _FRONT_MATTER.sub("", path.read_text(encoding="utf-8"), count=1).lstrip()
+
+
+# --- the users' choices ----------------------------------------------------------------------------
+
+def parse_index(value, size: int, what: str, rng: random.Random | None = None) -> int:
+    """A user's index (int, float, numeric string) in 0..size-1; None/"" draws one at random."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "random")):
+        return (rng or random).randrange(size)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise DemoError(f"{what} must be a number from 0 to {size - 1}, got {value!r}") from None
+    if f != int(f) or not 0 <= f < size:
+        raise DemoError(f"{what} must be a whole number from 0 to {size - 1}, got {value!r}")
+    return int(f)
 
 
 # --- uploads ---------------------------------------------------------------------------------------
@@ -141,6 +177,18 @@ def to_pil(x: torch.Tensor, size: int | None = None) -> Image.Image:
     if size and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.NEAREST)
     return img
+
+
+def display_tiles(m: zoo.PretextModel, img: Image.Image, cells: torch.Tensor) -> torch.Tensor:
+    """Colour tiles of ``img`` at ``cells`` of the 3 x 3 grid, in a patch model's tile geometry
+    (its head's cell and tile), SCALE x larger, for display: K x 3 x t x t."""
+    cell, tile = m.head.cell * SCALE, m.head.tile * SCALE
+    disp = to_tensor(square(img, GRID * cell))[None]
+    return cut_tiles(disp, cell=cell, tile=tile, cells=cells[None])[0]
+
+
+def pct(p: float) -> str:
+    return f"{100 * p:.1f} %"
 
 
 def probs_dict(probs: torch.Tensor, labels: list[str], top: int | None = None) -> dict[str, float]:

@@ -15,7 +15,9 @@ if importlib.util.find_spec("gradio") is None:  # not imported here: the demo se
     pytest.skip("the demo needs gradio (pip install -e '.[dev]')", allow_module_level=True)
 
 from sslzoo import zoo  # noqa: E402
-from sslzoo.demo import _core, _tabs  # noqa: E402
+from sslzoo.demo import _core  # noqa: E402
+from sslzoo.demo.tabs import classify as classify_tab, jigsaw as jigsaw_tab, models as models_tab  # noqa: E402
+from sslzoo.demo.tabs import relpatch as relpatch_tab, rotation as rotation_tab  # noqa: E402
 from sslzoo.demo._core import DemoError  # noqa: E402
 from sslzoo.zoo.pretexts import jigsaw as jg  # noqa: E402
 from sslzoo.zoo.pretexts.relpatch import POSITIONS  # noqa: E402
@@ -84,13 +86,13 @@ def test_models_loaded_once_and_cached():
 
 
 def test_models_tab_card_without_front_matter_and_plot():
-    card, plot = _tabs.model_info(ROT)
+    card, plot = models_tab.model_info(ROT)
     raw = (_core.model_dir(ROT) / "README.md").read_text()
     assert raw.startswith("---") and "model-index:" in raw
     assert card.startswith("# rotation-alexnet") and "model-index:" not in card and "\n---\n" not in card[:50]
     assert "## Linear probe" in card
     assert plot and Image.open(plot).size[0] > 100
-    headers, rows = _tabs.models_table(_core.models_for())
+    headers, rows = models_tab.models_table(_core.models_for())
     assert len(rows) == len(_core.models_for()) and all(len(r) == len(headers) for r in rows)
     assert headers[3:8] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     rot_row = next(r for r in rows if r[0].startswith(ROT))
@@ -103,8 +105,8 @@ def test_models_table_shows_each_models_own_taps(monkeypatch):
     resnet = {"name": "rotation-resnet50.in1k", "pretext": "rotation",
               "probe": {"accuracy": {"conv1": 0.5, "res2": 0.6, "res3": 0.7, "res4": 0.8, "res5": 0.75}}}
     real = _core.model_config
-    monkeypatch.setattr(_tabs, "model_config", lambda n: resnet if n == "resnet" else real(n))
-    headers, rows = _tabs.models_table([ROT, "resnet"])
+    monkeypatch.setattr(models_tab, "model_config", lambda n: resnet if n == "resnet" else real(n))
+    headers, rows = models_tab.models_table([ROT, "resnet"])
     assert headers[3:] == ["conv1", "conv2", "conv3", "conv4", "conv5", "res2", "res3", "res4", "res5",
                            "random init (best tap)"]
     res_row = dict(zip(headers, rows[1]))
@@ -115,81 +117,81 @@ def test_models_table_shows_each_models_own_taps(monkeypatch):
 # --- the tab functions -----------------------------------------------------------------------------
 
 def test_rotation_finds_the_turn_and_turns_back():
-    turned, label, upright, gallery, summary = _tabs.rotation(ROT, BOOT, "90°")
+    turned, label, upright, gallery, summary = rotation_tab.rotation(ROT, BOOT, "90°")
     assert next(iter(label)) == "90°" and label["90°"] > 0.9  # the model knows a turned Fashion-MNIST image
-    assert abs(sum(label.values()) - 1) < 1e-4 and set(label) == set(_tabs.ANGLE_LABELS)
+    assert abs(sum(label.values()) - 1) < 1e-4 and set(label) == set(rotation_tab.ANGLE_LABELS)
     base = gallery[0][0]
     assert _same(turned, base.rotate(90)) and _same(gallery[1][0], turned)
     assert _same(upright, base)  # predicted 90 -> turned back by 90 = the upload, upright
-    assert [c.split(" →")[0] for _, c in gallery] == _tabs.ANGLE_LABELS
+    assert [c.split(" →")[0] for _, c in gallery] == rotation_tab.ANGLE_LABELS
     assert "you turned it by 90°: right" in summary
-    assert _tabs.parse_turn(270) == _tabs.parse_turn("270°") == 3 and _tabs.parse_turn(None) == 0
+    assert rotation_tab.parse_turn(270) == rotation_tab.parse_turn("270°") == 3 and rotation_tab.parse_turn(None) == 0
     with pytest.raises(DemoError, match="turn must be"):
-        _tabs.rotation(ROT, BOOT, "45°")
+        rotation_tab.rotation(ROT, BOOT, "45°")
 
 
 def test_jigsaw_shuffles_by_the_chosen_permutation_and_reassembles():
-    original, shuffled, fixed, label, idx, summary = _tabs.jigsaw(JIG, TROUSER, 7)
+    original, shuffled, fixed, label, idx, summary = jigsaw_tab.jigsaw(JIG, TROUSER, 7)
     perm = jg.permutations_of(_core.get_model(JIG))[7].tolist()
-    assert idx == 7 and f"**#7** ({_tabs.perm_text(perm)}:" in summary
+    assert idx == 7 and f"**#7** ({jigsaw_tab.perm_text(perm)}:" in summary
     # the displayed puzzle: position i shows the tile of cell perm[i] of the original
-    side = (original.width - 2 * _tabs.GAP) // 3
-    tiles = lambda img: [np.asarray(img)[r * (side + _tabs.GAP):r * (side + _tabs.GAP) + side,  # noqa: E731
-                                         c * (side + _tabs.GAP):c * (side + _tabs.GAP) + side] for r in range(3) for c in range(3)]
+    side = (original.width - 2 * _core.GAP) // 3
+    tiles = lambda img: [np.asarray(img)[r * (side + _core.GAP):r * (side + _core.GAP) + side,  # noqa: E731
+                                         c * (side + _core.GAP):c * (side + _core.GAP) + side] for r in range(3) for c in range(3)]
     # the original, cut independently in cell order (not derived from the shuffled tiles)
-    in_order = _tabs._display_tiles(_core.get_model(JIG), _core.load_upload(TROUSER), torch.arange(9))
-    assert _same(original, _core.to_pil(jg.puzzle_image(in_order, _tabs.GAP, 1.0)))
+    in_order = _core.display_tiles(_core.get_model(JIG), _core.load_upload(TROUSER), torch.arange(9))
+    assert _same(original, _core.to_pil(jg.puzzle_image(in_order, _core.GAP, 1.0)))
     orig_t, shuf_t = tiles(original), tiles(shuffled)
     assert all(np.array_equal(shuf_t[i], orig_t[perm[i]]) for i in range(9))
     assert len(label) == 5 and all(v >= 0 for v in label.values())
     top = next(iter(label))
     assert top.startswith("✓ #7") == _same(fixed, original)  # solved <=> reassembly gives the original back
-    _, _, _, _, drawn, _ = _tabs.jigsaw(JIG, TROUSER, None)
+    _, _, _, _, drawn, _ = jigsaw_tab.jigsaw(JIG, TROUSER, None)
     assert 0 <= drawn < 1000
     for bad_index in (1000, -1, 2.5, "seven"):
         with pytest.raises(DemoError, match="permutation must be"):
-            _tabs.jigsaw(JIG, TROUSER, bad_index)
+            jigsaw_tab.jigsaw(JIG, TROUSER, bad_index)
 
 
 def test_relative_patch_names_a_neighbour():
-    pair, label, answer, truth, shown, summary = _tabs.relpatch(REL, TROUSER, "left")
+    pair, label, answer, truth, shown, summary = relpatch_tab.relpatch(REL, TROUSER, "left")
     assert shown == "left" and set(label) == set(POSITIONS) and abs(sum(label.values()) - 1) < 1e-4
     assert pair.width > 2 * pair.height - 1 and answer.size == truth.size
     assert f"**{next(iter(label))}**" in summary
-    assert _tabs.relpatch(REL, TROUSER, "random")[4] in POSITIONS
+    assert relpatch_tab.relpatch(REL, TROUSER, "random")[4] in POSITIONS
     with pytest.raises(DemoError, match="position must be"):
-        _tabs.relpatch(REL, TROUSER, "middle")
+        relpatch_tab.relpatch(REL, TROUSER, "middle")
 
 
 def test_classify_with_stored_probe_heads():
-    label, view, plot, summary = _tabs.classify(ROT, "conv2", BOOT)
+    label, view, plot, summary = classify_tab.classify(ROT, "conv2", BOOT)
     assert list(label)[0] == "Ankle boot" and len(label) == 3
     assert view.size == (192, 192) and plot.endswith("probe_plot.png") and "conv2" in summary
     for name in _core.models_for(probes=True):  # every probed model, every stored tap
-        for layer in _tabs.probe_layers(name):
-            assert len(_tabs.classify(name, layer, TROUSER)[0]) == 3
+        for layer in classify_tab.probe_layers(name):
+            assert len(classify_tab.classify(name, layer, TROUSER)[0]) == 3
     with pytest.raises(DemoError, match="no probe head for 'conv9'"):
-        _tabs.classify(ROT, "conv9", BOOT)
+        classify_tab.classify(ROT, "conv9", BOOT)
 
 
 def test_wrong_model_for_a_tab_is_a_message():
     with pytest.raises(DemoError, match="is a jigsaw model; this tab needs a rotation model"):
-        _tabs.rotation(JIG, BOOT, 0)
+        rotation_tab.rotation(JIG, BOOT, 0)
 
 
 def test_colour_photo_and_odd_modes(tmp_path):
-    assert len(_tabs.rotation(ROT, CAT, 0)[3]) == 4
+    assert len(rotation_tab.rotation(ROT, CAT, 0)[3]) == 4
     rgba = tmp_path / "wide-rgba.png"
     Image.new("RGBA", (300, 40), (255, 0, 0, 128)).save(rgba)
     i16 = tmp_path / "deep.png"
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(i16)
     for path in (rgba, i16):
-        assert _tabs.relpatch(REL, path, 0)[4] == "top-left"
+        assert relpatch_tab.relpatch(REL, path, 0)[4] == "top-left"
 
 
 def test_bad_uploads_are_one_line_messages(bad, tmp_path, monkeypatch):
-    calls = [lambda u: _tabs.rotation(ROT, u, 0), lambda u: _tabs.jigsaw(JIG, u, 1),
-             lambda u: _tabs.relpatch(REL, u, 0), lambda u: _tabs.classify(ROT, "conv5", u)]
+    calls = [lambda u: rotation_tab.rotation(ROT, u, 0), lambda u: jigsaw_tab.jigsaw(JIG, u, 1),
+             lambda u: relpatch_tab.relpatch(REL, u, 0), lambda u: classify_tab.classify(ROT, "conv5", u)]
     for name, (path, words) in bad.items():
         for call in calls:
             with pytest.raises(DemoError) as e:
@@ -200,13 +202,61 @@ def test_bad_uploads_are_one_line_messages(bad, tmp_path, monkeypatch):
         with pytest.raises(DemoError, match="upload an image first"):
             call(None)
     with pytest.raises(DemoError, match="no such file"):
-        _tabs.rotation(ROT, str(tmp_path / "gone.png"), 0)
+        rotation_tab.rotation(ROT, str(tmp_path / "gone.png"), 0)
     monkeypatch.setattr(_core, "MAX_UPLOAD_BYTES", 1000)
     with pytest.raises(DemoError, match=r"too large \(.* MB; the limit is"):
-        _tabs.rotation(ROT, str(CAT), 0)
+        rotation_tab.rotation(ROT, str(CAT), 0)
 
 
 # --- the app ---------------------------------------------------------------------------------------
+
+def test_tab_registry_in_display_order():
+    from sslzoo.demo import tabs
+
+    assert [(t.id, t.title) for t in tabs.TABS] == [("rotation", "Rotation"), ("jigsaw", "Jigsaw"),
+                                                    ("relpatch", "Relative patch"),
+                                                    ("classify", "Classify (linear probe)"), ("models", "Models")]
+    by_id = {t.id: t for t in tabs.TABS}
+    assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT], [JIG], [REL]]
+    assert by_id["relpatch"].pretexts == ("relative-patch",)
+    assert by_id["classify"].pretexts is None and by_id["classify"].models() == _core.models_for(probes=True)
+    assert by_id["models"].pretexts is None and by_id["models"].models() == []  # reads cards, loads nothing
+    assert tabs.offered_models() == sorted({ROT, JIG, REL, *_core.models_for(probes=True)})
+    assert tabs.preload_models() == tabs.offered_models()
+
+
+def test_a_model_is_offered_by_every_tab_of_its_pretexts(monkeypatch):
+    """A model that can predict two pretexts (a composite head) is in both tabs, and runs in both."""
+    from sslzoo.demo import tabs
+
+    real = _core.config_pretexts
+    monkeypatch.setattr(_core, "config_pretexts",
+                        lambda cfg: ("rotation", "jigsaw") if cfg.get("name", "").startswith(ROT) else real(cfg))
+    monkeypatch.setattr(_core.get_model(ROT), "pretexts", ("rotation", "jigsaw"))
+    by_id = {t.id: t for t in tabs.TABS}
+    assert ROT in by_id["rotation"].models() and ROT in by_id["jigsaw"].models()
+    assert by_id["relpatch"].models() == [REL]
+    assert tabs.Tab("both", "Both", ("rotation", "jigsaw"), build=lambda: None).models().count(ROT) == 1
+    assert _core.pretext_model(ROT, "jigsaw") is _core.get_model(ROT)
+    with pytest.raises(DemoError, match="is a rotation/jigsaw model; this tab needs a relative-patch model"):
+        _core.pretext_model(ROT, "relative-patch")
+
+
+def test_app_names_no_pretext_and_tab_modules_load_without_gradio():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sslzoo.demo import app, tabs
+    from sslzoo.zoo._validate import KNOWN_PRETEXTS
+
+    source = Path(app.__file__).read_text(encoding="utf-8").lower()
+    words = {*KNOWN_PRETEXTS, "relative", "relpatch", *(t.id for t in tabs.TABS if t.pretexts)}
+    assert not sorted(w for w in words if w in source)
+    check = "import sys, sslzoo.demo.tabs; assert 'gradio' not in sys.modules, 'importing the tabs loaded gradio'"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
 
 def test_offline_environment_and_error_wrapper():
     from sslzoo.demo import app
@@ -298,7 +348,7 @@ def test_api_concurrent_clients_queue(server):
 
     def one(i):
         c = Client(server.url, verbose=False, download_files=False)
-        turn = _tabs.ANGLE_LABELS[i % 4]
+        turn = rotation_tab.ANGLE_LABELS[i % 4]
         return turn, c.predict(ROT, handle_file(str(TROUSER)), turn, api_name="/rotation")[1]["label"]
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
