@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 
 from sslzoo import zoo
-from sslzoo.zoo._hub import atomic_write_text, round_to_storage
+from safetensors.torch import save_file
+
+from sslzoo.zoo._hub import atomic_write, atomic_write_text, round_to_storage
 
 from . import checkpoint
 from ._precision import machine, resolved_precision, use_bf16
@@ -375,5 +377,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     }
     model_dir = out / "model"
     zoo.save_pretrained(model.float().to(memory_format=torch.contiguous_format).cpu(), model_dir)
+    for file, tensors in pretext.extras(run).items():
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        atomic_write(model_dir / file, lambda tmp, t=tensors: save_file(t, tmp))
     log(f"saved {model_dir}")
     return model_dir

@@ -126,6 +126,11 @@ class Pretext(nn.Module):
         """The image set the headline metric is measured on (default: the test split)."""
         return test
 
+    def extras(self, run: Run) -> dict[str, dict[str, torch.Tensor]]:
+        """Files to ship beside the trained model, for its demo: {file name: tensors} written as
+        safetensors into the model directory (DeepCluster: each cluster's size and a few members)."""
+        return {}
+
 
 class Classification(Pretext):
     """Cross-entropy over the pretext's classes; headline metric: accuracy (argmax)."""

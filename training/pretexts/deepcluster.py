@@ -25,6 +25,8 @@ from .. import kmeans
 from ._protocol import Batch, Classification, Pretext, Run, register
 
 MAX_CLASSES = 1024  # label values the NMI's contingency table has room for
+GALLERY = 8  # training images per cluster shipped for the demo
+CLUSTERS_FILE = deepcluster.CLUSTERS_FILE
 
 
 def nmi_table(table: torch.Tensor) -> float:
@@ -101,6 +103,22 @@ class DeepCluster(Classification):
             top.weight.copy_(torch.randn(top.weight.shape, generator=g) * 0.01)
             top.bias.zero_()
         return [top.weight, top.bias]
+
+    def extras(self, run: Run) -> dict[str, dict[str, torch.Tensor]]:
+        """``clusters.safetensors`` for the demo's Clusters tab: each cluster's size in the last
+        epoch's assignment and up to ``GALLERY`` of its training images (seeded pick, source size)."""
+        labels = self.pseudo_labels.cpu()
+        sizes = torch.bincount(labels, minlength=self.k)  # k
+        g = torch.Generator().manual_seed(run.seed)
+        keys = torch.rand(len(labels), generator=g) + labels.double()  # random order inside each cluster
+        order = torch.argsort(keys)  # positions grouped by cluster, shuffled within
+        starts = torch.cumsum(sizes, 0) - sizes
+        slot = torch.arange(GALLERY)
+        take = starts[:, None] + slot  # k x G
+        valid = slot[None, :] < sizes[:, None]  # k x G
+        index = torch.where(valid, order[take.clamp(max=len(labels) - 1)], -1)  # k x G dataset positions, -1: none
+        members = run.images.cpu()[index.clamp(min=0)] * valid[..., None, None, None]  # k x G x C x h x w uint8
+        return {CLUSTERS_FILE: {"sizes": sizes, "index": index, "members": members}}
 
     def epoch_order(self, n: int, epoch: int, gen: torch.Generator) -> torch.Tensor:
         """n dataset positions sampled uniformly over the non-empty clusters (then shuffled): each

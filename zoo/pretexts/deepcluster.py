@@ -18,6 +18,9 @@ from torch import nn
 
 PRETEXT = "deepcluster"
 NUM_CLUSTERS = 300  # Fashion-MNIST's k (training/kmeans.py says why)
+# shipped beside the weights: "sizes" (k), "index" (k x G training positions, -1: none), "members"
+# (k x G x C x h x w uint8 training images of each cluster), for the demo's Clusters tab
+CLUSTERS_FILE = "clusters.safetensors"
 
 
 class DeepClusterHead(nn.Module):
