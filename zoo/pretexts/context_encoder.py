@@ -28,7 +28,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .decoder import UpDecoder, psnr, to_unit
