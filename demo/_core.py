@@ -1,8 +1,14 @@
 """Shared pieces of the demo's tab functions (no gradio here): cached models, which models fit
-which tab, safe upload decoding, parsing the users' choices, tensor <-> PIL for display, model cards."""
+which tab, safe upload decoding, parsing the users' choices, tensor <-> PIL for display, model cards.
+
+Besides the zoo's entries whose weights are on this machine, the demo offers the model directories
+(Hub layout, e.g. the ``model/`` folder ``sslzoo train`` writes) listed in the environment variable
+``SSLZOO_DEMO_MODELS`` (``os.pathsep``-separated: ``dir1:dir2`` on Linux); such a model's name in
+the demo is its directory's path, which ``zoo.load`` accepts as a name."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
 import re
@@ -21,6 +27,10 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # also the server's max_file_size
 DISPLAY = 256  # px of the square the tabs show (the model sees its own smaller input)
 SCALE = 3  # the patch tabs' display tiles are SCALE x the model's tile size
 GAP = 6  # px between displayed tiles
+MODELS_ENV = "SSLZOO_DEMO_MODELS"  # extra model directories, os.pathsep-separated
+SEED_MAX = 2**32 - 1
+
+log = logging.getLogger("sslzoo.demo")
 
 
 class DemoError(ValueError):
@@ -76,15 +86,31 @@ def config_pretexts(cfg: dict) -> tuple[str, ...]:
     return (cfg["pretext"],)
 
 
+def extra_models() -> list[str]:
+    """The model directories named in ``$SSLZOO_DEMO_MODELS`` (``os.pathsep``-separated), each
+    once, in order; read at every call."""
+    raw = os.environ.get(MODELS_ENV, "")
+    return list(dict.fromkeys(p.strip() for p in raw.split(os.pathsep) if p.strip()))
+
+
+_SKIPPED: set[str] = set()
+
+
 def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
-    """Zoo entries whose weights are on this machine and that fit a tab: one that can predict
-    ``pretext`` (a model with several pretexts fits each of their tabs), or probe heads stored
-    with the model (``probes``)."""
+    """Models whose weights are on this machine and that fit a tab: the zoo's entries, then the
+    directories in ``$SSLZOO_DEMO_MODELS``; those that can predict ``pretext`` (a model with
+    several pretexts fits each of their tabs), or that have probe heads stored with them
+    (``probes``). An entry without weights here (untrained, a Hub entry not in the local cache,
+    a converted checkpoint not converted yet) or a listed directory that is no model is left out."""
     names = []
-    for name in zoo.list_models():
+    extra = extra_models()
+    for name in [*zoo.list_models(), *extra]:
         try:
             cfg = model_config(name)
-        except zoo.ZooError:  # a Hub entry not in the local cache: offline, so not offered
+        except zoo.ZooError as e:  # no weights here (offline, untrained): not offered
+            if name in extra and name not in _SKIPPED:
+                _SKIPPED.add(name)
+                log.warning("%s: %s is left out (%s)", MODELS_ENV, name, e)
             continue
         if pretext is not None and pretext not in config_pretexts(cfg):
             continue  # another pretext, or a converted trunk saved without its pretext head
@@ -92,6 +118,17 @@ def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
             continue
         names.append(name)
     return names
+
+
+def model_label(name: str) -> str:
+    """How a model picker shows ``name``: itself for a zoo entry, ``<config name> (<dir>)`` for a
+    model directory."""
+    try:
+        if not Path(name).expanduser().is_dir():
+            return name
+        return f"{model_config(name).get('name') or Path(name).name} ({name})"
+    except (OSError, RuntimeError, ValueError, zoo.ZooError):
+        return name
 
 
 def probe_plot(name: str) -> str | None:
@@ -123,6 +160,19 @@ def parse_index(value, size: int, what: str, rng: random.Random | None = None) -
         raise DemoError(f"{what} must be a number from 0 to {size - 1}, got {value!r}") from None
     if f != int(f) or not 0 <= f < size:
         raise DemoError(f"{what} must be a whole number from 0 to {size - 1}, got {value!r}")
+    return int(f)
+
+
+def parse_seed(value) -> int:
+    """A user's random seed (int, float, numeric string) in 0..SEED_MAX; None/"" -> 0."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise DemoError(f"seed must be a whole number from 0 to {SEED_MAX}, got {value!r}") from None
+    if not f.is_integer() or not 0 <= f <= SEED_MAX:
+        raise DemoError(f"seed must be a whole number from 0 to {SEED_MAX}, got {value!r}")
     return int(f)
 
 
@@ -177,6 +227,22 @@ def to_pil(x: torch.Tensor, size: int | None = None) -> Image.Image:
     if size and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.NEAREST)
     return img
+
+
+def as_shown(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> the values an 8-bit image of them holds (float, in [0, 1]): what ``to_pil``
+    shows, so a PSNR measured on these is the PSNR of the images on the page."""
+    return (x.detach().float().clamp(0, 1) * 255).round() / 255
+
+
+def enlarge(img: Image.Image, factor: int) -> Image.Image:
+    """Nearest-neighbour enlargement by a whole ``factor`` (each pixel a factor x factor block)."""
+    return img if factor <= 1 else img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+
+
+def display_factor(side: int, target: int = DISPLAY) -> int:
+    """The whole factor that brings a ``side``-px image closest to ``target`` px (at least 1)."""
+    return max(1, round(target / max(1, side)))
 
 
 def display_tiles(m: zoo.PretextModel, img: Image.Image, cells: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import gradio as gr  # noqa: E402
 
 from sslzoo import zoo  # noqa: E402
 
-from ._core import DemoError  # noqa: E402
+from ._core import DemoError, model_label  # noqa: E402
 
 log = logging.getLogger("sslzoo.demo")
 
@@ -103,8 +103,9 @@ def examples(tab: str, upload_input: gr.Image) -> None:
 
 
 def picker(names, label="Model") -> gr.Dropdown:
-    """A model dropdown, the first name selected."""
-    return gr.Dropdown(choices=names, value=names[0] if names else None, label=label, interactive=True)
+    """A model dropdown, the first name selected (a model directory shown as ``<name> (<dir>)``)."""
+    return gr.Dropdown(choices=[(model_label(n), n) for n in names], value=names[0] if names else None, label=label,
+                       interactive=True)
 
 
 def missing(what: str) -> None:

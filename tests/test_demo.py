@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from sslzoo import zoo  # noqa: E402
 from sslzoo.demo import _core  # noqa: E402
 from sslzoo.demo.tabs import classify as classify_tab, jigsaw as jigsaw_tab, models as models_tab  # noqa: E402
 from sslzoo.demo.tabs import relpatch as relpatch_tab, rotation as rotation_tab  # noqa: E402
+from sslzoo.demo.tabs import clusters as clusters_tab, denoise as denoise_tab, inpaint as inpaint_tab  # noqa: E402
 from sslzoo.demo._core import DemoError  # noqa: E402
-from sslzoo.zoo.pretexts import jigsaw as jg  # noqa: E402
+from sslzoo.zoo.pretexts import context_encoder as cx, deepcluster as dc, denoising as dn, jigsaw as jg  # noqa: E402
+from sslzoo.zoo.pretexts.decoder import to_unit  # noqa: E402
 from sslzoo.zoo.pretexts.relpatch import POSITIONS  # noqa: E402
 
 from . import _demo_server  # noqa: E402
@@ -37,6 +40,7 @@ def _threads_and_env(one_thread, tmp_path_factory):
     this process: put os.environ back so later test modules (and their subprocesses) don't inherit it."""
     saved = dict(os.environ)
     os.environ["SSLZOO_HOME"] = str(tmp_path_factory.mktemp("empty-store"))  # servers started here inherit it
+    os.environ.pop(_core.MODELS_ENV, None)  # no extra model directories but those a test lists
     yield
     os.environ.clear()
     os.environ.update(saved)
@@ -208,17 +212,256 @@ def test_bad_uploads_are_one_line_messages(bad, tmp_path, monkeypatch):
         rotation_tab.rotation(ROT, str(CAT), 0)
 
 
+# --- the reconstruction and cluster tabs -----------------------------------------------------------
+# Their zoo entries are untrained (no weights: zoo.load fails), so these tests make small real models
+# (random init, saved as Hub-layout directories) and name them by their directories.
+
+DN, CE, CE_CENTRE, DC, DC_BARE = "denoising", "context-encoder", "context-encoder-centre", "deepcluster", "deepcluster-bare"
+MEAN_BYTE = round(0.2860 * 255)  # the data set's mean as an 8-bit pixel: what a dropped pixel / the hole shows
+
+
+def _write_clusters(directory, size_of, k=dc.NUM_CLUSTERS, g=8, side=28, seed=0):
+    """A clusters.safetensors in the training side's layout: cluster c has size_of(c) images, its first
+    min(size, g) slots hold distinct dataset positions and random 28 px images, the rest -1 and zeros."""
+    from safetensors.torch import save_file
+
+    sizes = torch.tensor([size_of(c) for c in range(k)], dtype=torch.int64)
+    slot = torch.arange(g)
+    valid = slot[None] < sizes[:, None]
+    index = torch.where(valid, torch.arange(k)[:, None] * 100 + slot, -1)
+    members = torch.randint(0, 256, (k, g, 1, side, side), generator=torch.Generator().manual_seed(seed),
+                            dtype=torch.uint8) * valid[..., None, None, None]
+    save_file({"sizes": sizes, "index": index, "members": members}, str(directory / dc.CLUSTERS_FILE))
+    return sizes, index, members
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Model directories of the three pretexts (random init; the decoders' output layers scaled up so
+    a fill differs from the mean); the DeepCluster one with a clusters file, a copy without."""
+    root = tmp_path_factory.mktemp("made-models")
+    dirs = {}
+    for key, name in ((DN, "denoising-alexnet"), (CE, "context-encoder-alexnet"),
+                      (CE_CENTRE, "context-encoder-alexnet.fmnist-central"), (DC, "deepcluster-alexnet"),
+                      (DC_BARE, "deepcluster-alexnet")):
+        torch.manual_seed(len(dirs))
+        m = zoo.create(name)
+        if hasattr(m.head, "decoder"):
+            with torch.no_grad():
+                m.head.decoder.out.weight.mul_(20)
+                m.head.decoder.out.bias.fill_(0.3)
+        dirs[key] = str(zoo.save_pretrained(m, root / key, card=f"# {name} (made by the test)\n"))
+    _write_clusters(root / DC, lambda c: (7 * c) % 13)
+    return dirs
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float64) / 255
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """By hand: 10 log10(1 / MSE) on [0, 1] pixels, over all values or those ``where`` says."""
+    d = (a - b) ** 2
+    mse = d[where].mean() if where is not None else d.mean()
+    return 100.0 if mse <= 1e-10 else 10 * np.log10(1 / mse)
+
+
+def _small(img: Image.Image, k: int) -> np.ndarray:
+    """An image enlarged k x by nearest neighbour -> its pixels (checking that it is such an image)."""
+    a = np.asarray(img)
+    small = a[::k, ::k]
+    assert np.array_equal(a, np.kron(small, np.ones((k, k), dtype=a.dtype))), "not a whole-factor enlargement"
+    return small
+
+
+def _model_view(name: str, upload) -> tuple[zoo.PretextModel, torch.Tensor]:
+    m = _core.get_model(name)
+    return m, zoo.transforms(m)(_core.load_upload(upload))
+
+
+def test_untrained_entries_are_not_offered_and_listed_directories_are(made, monkeypatch, tmp_path):
+    from sslzoo.demo import tabs
+
+    by_id = {t.id: t for t in tabs.TABS}
+    for pretext, tab, entry in (("denoising", "denoise", "denoising-alexnet"),
+                                ("context-encoder", "inpaint", "context-encoder-alexnet"),
+                                ("deepcluster", "clusters", "deepcluster-alexnet")):
+        assert entry in zoo.list_models() and _core.models_for(pretext) == [] and by_id[tab].models() == []
+        with pytest.raises(zoo.ZooError, match="no weights released yet"):
+            zoo.load(entry)
+    junk = tmp_path / "not-a-model"
+    junk.mkdir()
+    monkeypatch.setenv(_core.MODELS_ENV, os.pathsep.join([made[DN], str(junk), "", made[CE], made[CE_CENTRE], made[DC],
+                                                          made[DC_BARE], str(tmp_path / "gone"), made[DN]]))
+    assert _core.extra_models()[0] == made[DN] and len(_core.extra_models()) == 7  # each once, empties dropped
+    assert _core.models_for("denoising") == [made[DN]] == by_id["denoise"].models()
+    assert _core.models_for("context-encoder") == [made[CE], made[CE_CENTRE]] == by_id["inpaint"].models()
+    assert _core.models_for("deepcluster") == [made[DC], made[DC_BARE]] == by_id["clusters"].models()
+    assert _core.models_for("rotation") == [ROT]
+    assert {made[k] for k in made} <= set(_core.models_for()) and str(junk) not in _core.models_for()
+    assert _core.model_label(made[DN]) == f"denoising-alexnet.fmnist ({made[DN]})" and _core.model_label(ROT) == ROT
+    headers, rows = models_tab.models_table([made[DC]])  # the Models tab lists them too
+    assert rows[0][:2] == ["deepcluster-alexnet.fmnist", "deepcluster"]
+
+
+def test_denoise_corrupts_with_the_models_noise_and_restores(made):
+    corrupted, restored, original, psnr_in, psnr_out, summary = denoise_tab.denoise(made[DN], BOOT, 0.3, 7)
+    assert corrupted.size == restored.size == original.size == (288, 288)  # 96 px input, shown 3x
+    c, r, o = (_small(img, 3) for img in (corrupted, restored, original))
+    m, x = _model_view(made[DN], BOOT)
+    assert np.array_equal(o, np.asarray(_core.to_pil(to_unit(x, m.data_config))))  # the original as the model sees it
+    dropped = c != o  # masking noise: a dropped pixel shows the mean
+    assert np.all(c[dropped] == MEAN_BYTE) and abs(dropped.mean() - 0.3) < 0.03
+    noisy = dn.corrupt(x, "mask", 0.3, torch.Generator().manual_seed(7), m.data_config["std"])
+    with torch.no_grad():
+        by_hand = to_unit(m.predict_pretext(noisy[None])[0], m.data_config)
+    assert np.array_equal(r, np.asarray(_core.to_pil(by_hand)))  # restored = the model's output on that input
+    assert np.array_equal(c, np.asarray(_core.to_pil(to_unit(noisy, m.data_config))))
+    assert psnr_in == pytest.approx(_psnr(_arr(corrupted), _arr(original)), abs=0.006)
+    assert psnr_out == pytest.approx(_psnr(_arr(restored), _arr(original)), abs=0.006)
+    assert f"**{psnr_in:.2f} dB** corrupted" in summary and f"**{psnr_out:.2f} dB** restored" in summary
+    assert "**0.3**" in summary and "it was trained at 0.5" in summary and "seed 7" in summary
+    again = denoise_tab.denoise(made[DN], BOOT, 0.3, 7)
+    assert _same(again[0], corrupted) and not _same(denoise_tab.denoise(made[DN], BOOT, 0.3, 8)[0], corrupted)
+    own = denoise_tab.denoise(made[DN], BOOT, None, None)  # the model's own level, seed 0
+    assert "**0.5** (the level it was trained at; seed 0)" in own[5]
+    clean = denoise_tab.denoise(made[DN], BOOT, 0, 1)
+    assert _same(clean[0], clean[2]) and clean[3] == 100.0
+    assert denoise_tab.trained_noise(_core.model_config(made[DN])) == ("mask", 0.5)
+    for level in (1.5, -0.1, "lots"):
+        with pytest.raises(DemoError, match="noise level must be a number from 0 to 1"):
+            denoise_tab.denoise(made[DN], BOOT, level, 0)
+    for seed in (-1, 2.5, "abc", 2**32):
+        with pytest.raises(DemoError, match="seed must be a whole number"):
+            denoise_tab.denoise(made[DN], BOOT, 0.5, seed)
+    with pytest.raises(DemoError, match="is a context-encoder model; this tab needs a denoising model"):
+        denoise_tab.denoise(made[CE], BOOT, 0.5, 0)
+
+
+def test_inpaint_fills_the_hole_and_measures_it_against_the_mean(made):
+    m, x = _model_view(made[CE], TROUSER)
+    for name, mask, seed in ((made[CE], "random", 5), (made[CE], "centre", 0), (made[CE_CENTRE], "centre", 3)):
+        masked, filled, original, model_psnr, mean_psnr, summary = inpaint_tab.inpaint(name, TROUSER, mask, seed)
+        assert masked.size == filled.size == original.size == (288, 288)
+        mk, fl, og = (_small(img, 3) for img in (masked, filled, original))
+        assert np.array_equal(og, np.asarray(_core.to_pil(to_unit(x, m.data_config))))
+        hole = cx.make_masks("random" if mask == "random" else "central", 1, 96, 96,
+                             torch.Generator().manual_seed(seed))[0, 0].numpy()
+        if mask == "centre":
+            assert hole[24:72, 24:72].all() and hole.sum() == 48 * 48 and "the centre 48x48 px square" in summary
+        else:
+            assert 0.2 <= hole.mean() <= 0.3 and "random rectangles (seed 5)" in summary
+        assert np.all(mk[hole] == MEAN_BYTE) and np.array_equal(mk[~hole], og[~hole])  # the hole at the mean
+        assert np.array_equal(fl[~hole], og[~hole]) and (fl[hole] != MEAN_BYTE).mean() > 0.5  # the model paints the hole
+        by_hand = cx.inpaint(_core.get_model(name), x, torch.from_numpy(hole))["filled"]
+        assert np.array_equal(fl, np.asarray(_core.to_pil(by_hand)))
+        big = np.kron(hole, np.ones((3, 3), dtype=bool))
+        assert model_psnr == pytest.approx(_psnr(_arr(filled), _arr(original), big), abs=0.006)
+        assert mean_psnr == pytest.approx(_psnr(_arr(masked), _arr(original), big), abs=0.006)
+        assert model_psnr != mean_psnr and f"PSNR on the hole **{model_psnr:.2f} dB**" in summary
+        assert f"({mean_psnr:.2f} dB)" in summary
+    a, b = inpaint_tab.inpaint(made[CE], TROUSER, "random", 9), inpaint_tab.inpaint(made[CE], TROUSER, "random", 9)
+    assert _same(a[0], b[0]) and not _same(a[0], inpaint_tab.inpaint(made[CE], TROUSER, "random", 10)[0])
+    assert "random rectangles" in inpaint_tab.inpaint(made[CE], TROUSER, None, 1)[5]  # the model's own kind
+    assert "centre" in inpaint_tab.inpaint(made[CE_CENTRE], TROUSER, None, 1)[5]
+    with pytest.raises(DemoError, match="trained to fill the centre hole .* pick the centre mask"):
+        inpaint_tab.inpaint(made[CE_CENTRE], TROUSER, "random", 1)
+    with pytest.raises(DemoError, match="mask must be one of centre, random"):
+        inpaint_tab.inpaint(made[CE], TROUSER, "left half", 1)
+    with pytest.raises(DemoError, match="seed must be a whole number"):
+        inpaint_tab.inpaint(made[CE], TROUSER, "random", -3)
+
+
+def test_clusters_shows_the_members_of_the_predicted_cluster(made, tmp_path):
+    from safetensors.torch import load_file
+
+    view, top, gallery, size_text, summary = clusters_tab.clusters(made[DC], BOOT)
+    m, x = _model_view(made[DC], BOOT)
+    with torch.no_grad():
+        probs = torch.softmax(m.predict_pretext(x[None])[0], -1)
+    c = int(probs.argmax())
+    assert view.size == (288, 288) and np.array_equal(_small(view, 3), np.asarray(_core.to_pil(to_unit(x, m.data_config))))
+    assert list(top) == [f"cluster {i}" for i in torch.argsort(probs, descending=True)[:3].tolist()]
+    assert next(iter(top)) == f"cluster {c}" and top[f"cluster {c}"] == pytest.approx(float(probs[c]))
+    assert f"**cluster {c}** of its 300" in summary
+    directory = Path(made[DC])
+
+    def members_per_file(gallery) -> int:
+        """The gallery is exactly the file's members of cluster c (positions, pixels, in order)."""
+        f = load_file(str(directory / dc.CLUSTERS_FILE))
+        want = [(p, f["members"][c, g, 0].numpy()) for g, p in enumerate(f["index"][c].tolist()) if p >= 0]
+        assert [cap for _, cap in gallery] == [f"#{p}" for p, _ in want]
+        assert all(img.size == (112, 112) and np.array_equal(_small(img, 4), member)  # 28 px shown 4x
+                   for (img, _), (_, member) in zip(gallery, want))
+        return int(f["sizes"][c])
+
+    size = members_per_file(gallery)
+    assert size == (7 * c) % 13 and len(gallery) == min(size, 8)
+    if size:
+        shown = " (shown)" if size == 1 else " (all shown)" if size <= 8 else "; 8 of them shown"
+        assert size_text == (f"Cluster {c} held **{size:,}** training image{'s' if size != 1 else ''} in the model's "
+                             f"last clustering{shown}.")
+    # the same model with other files: a big cluster, one image, an empty cluster, no file, a file that does not fit
+    _write_clusters(directory, lambda i: 12_345 if i == c else 0, seed=1)
+    _, _, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert members_per_file(gallery) == 12_345 and len(gallery) == 8
+    assert size_text == f"Cluster {c} held **12,345** training images in the model's last clustering; 8 of them shown."
+    _write_clusters(directory, lambda i: 1 if i == c else 3)
+    _, _, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert members_per_file(gallery) == 1 and [cap for _, cap in gallery] == [f"#{c * 100}"]
+    assert size_text == f"Cluster {c} held **1** training image in the model's last clustering (shown)."
+    _write_clusters(directory, lambda i: 5 if i == c else 3)
+    _, _, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert members_per_file(gallery) == 5 and len(gallery) == 5
+    assert size_text == f"Cluster {c} held **5** training images in the model's last clustering (all shown)."
+    _write_clusters(directory, lambda i: 0 if i == c else 3)
+    _, _, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert gallery == [] and size_text == f"Cluster {c} held no training images in the model's last clustering."
+    _write_clusters(directory, lambda i: 2, k=10)
+    _, top, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert gallery == [] and "does not fit this model's 300 clusters" in size_text and "\n" not in size_text
+    assert next(iter(top)) == f"cluster {c}"
+    (directory / dc.CLUSTERS_FILE).write_bytes(b"not a safetensors file at all")
+    _, _, gallery, size_text, _ = clusters_tab.clusters(made[DC], BOOT)
+    assert gallery == [] and "clusters.safetensors cannot be read" in size_text and "\n" not in size_text
+    _write_clusters(directory, lambda i: (7 * i) % 13)  # as the fixture made it
+    bare = clusters_tab.clusters(made[DC_BARE], BOOT)  # no file: said in one line, the cluster still shown
+    assert bare[2] == [] and bare[3].endswith("training images cannot be shown: no clusters.safetensors ships with "
+                                              "this model.") and "\n" not in bare[3]
+    assert len(bare[1]) == 3 and "**cluster " in bare[4]
+
+
+def test_new_tabs_bad_uploads_are_one_line_messages(made, bad):
+    calls = [lambda u: denoise_tab.denoise(made[DN], u, 0.5, 0), lambda u: inpaint_tab.inpaint(made[CE], u, "centre", 0),
+             lambda u: clusters_tab.clusters(made[DC], u)]
+    for name, (path, words) in bad.items():
+        for call in calls:
+            with pytest.raises(DemoError) as e:
+                call(str(path))
+            msg = str(e.value)
+            assert words in msg and msg.startswith(path.name + ":") and "\n" not in msg, (name, msg)
+    for call in calls:
+        with pytest.raises(DemoError, match="upload an image first"):
+            call(None)
+    for call in calls:  # a colour photo is fine (the models see its luminance)
+        call(CAT)
+
+
 # --- the app ---------------------------------------------------------------------------------------
 
 def test_tab_registry_in_display_order():
     from sslzoo.demo import tabs
 
     assert [(t.id, t.title) for t in tabs.TABS] == [("rotation", "Rotation"), ("jigsaw", "Jigsaw"),
-                                                    ("relpatch", "Relative patch"),
+                                                    ("relpatch", "Relative patch"), ("denoise", "Denoise"),
+                                                    ("inpaint", "Inpaint"), ("clusters", "Clusters"),
                                                     ("classify", "Classify (linear probe)"), ("models", "Models")]
     by_id = {t.id: t for t in tabs.TABS}
     assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT], [JIG], [REL]]
     assert by_id["relpatch"].pretexts == ("relative-patch",)
+    assert [by_id[i].pretexts for i in ("denoise", "inpaint", "clusters")] == [("denoising",), ("context-encoder",),
+                                                                              ("deepcluster",)]
+    assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[], [], []]  # untrained entries
     assert by_id["classify"].pretexts is None and by_id["classify"].models() == _core.models_for(probes=True)
     assert by_id["models"].pretexts is None and by_id["models"].models() == []  # reads cards, loads nothing
     assert tabs.offered_models() == sorted({ROT, JIG, REL, *_core.models_for(probes=True)})
@@ -314,7 +557,12 @@ def test_api_every_endpoint(client):
     from gradio_client import handle_file
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    # the Denoise, Inpaint and Clusters tabs have no model here (their zoo entries are untrained): no
+    # endpoint, their "no model installed" line instead (test_api_new_tabs serves them with models)
     assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info"}
+    texts = " ".join(str(c.get("props", {}).get("value")) for c in client.config["components"])
+    for what in ("denoising", "context-encoder", "deepcluster"):
+        assert f"No {what} model is installed, so this tab has nothing to show." in texts
     turned, label, upright, gallery, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
     assert label["label"] == "270°" and len(gallery) == 4 and "you turned it by 270°: right" in summary
     assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)
@@ -328,6 +576,43 @@ def test_api_every_endpoint(client):
     assert label["label"] == "Ankle boot" and [c["label"] for c in label["confidences"]][0] == "Ankle boot"
     card, plot = client.predict(JIG, api_name="/model_info")
     assert card.startswith("# jigsaw-alexnet") and plot
+
+
+def test_api_new_tabs(made, monkeypatch, bad):
+    """The Denoise, Inpaint and Clusters tabs with models (directories listed in SSLZOO_DEMO_MODELS),
+    served for real (in this process) and called through gradio_client: every tab has its endpoint."""
+    from gradio_client import Client, handle_file
+
+    from sslzoo.demo import app
+
+    monkeypatch.setenv(_core.MODELS_ENV, os.pathsep.join(made[k] for k in (DN, CE, CE_CENTRE, DC, DC_BARE)))
+    demo, url = app.launch("127.0.0.1", _demo_server.free_port(), block=False, quiet=True)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/denoise", "/inpaint", "/clusters",
+                            "/classify", "/model_info"}
+        *images, psnr_in, psnr_out, summary = client.predict(made[DN], handle_file(str(BOOT)), 0.25, 4, api_name="/denoise")
+        local = denoise_tab.denoise(made[DN], BOOT, 0.25, 4)
+        assert len(images) == 3 and (psnr_in, psnr_out) == local[3:5] and summary == local[5]
+        *images, model_psnr, mean_psnr, summary = client.predict(made[CE], handle_file(str(TROUSER)), "random", 2,
+                                                                 api_name="/inpaint")
+        assert (model_psnr, mean_psnr) == inpaint_tab.inpaint(made[CE], TROUSER, "random", 2)[3:5]
+        with pytest.raises(Exception, match="pick the centre mask"):
+            client.predict(made[CE_CENTRE], handle_file(str(TROUSER)), "random", 2, api_name="/inpaint")
+        view, top, gallery, size_text, summary = client.predict(made[DC], handle_file(str(BOOT)), api_name="/clusters")
+        local = clusters_tab.clusters(made[DC], BOOT)
+        assert top["label"] == next(iter(local[1])) and len(top["confidences"]) == 3
+        assert [g["caption"] for g in gallery] == [cap for _, cap in local[2]] and size_text == local[3]
+        bare = client.predict(made[DC_BARE], handle_file(str(BOOT)), api_name="/clusters")
+        assert bare[2] == [] and "no clusters.safetensors ships with this model" in bare[3]
+        path, words = bad["not an image"]
+        for args, endpoint in (((made[DN], 0.5, 0), "/denoise"), ((made[CE], "centre", 0), "/inpaint"), ((made[DC],), "/clusters")):
+            with pytest.raises(Exception) as e:
+                client.predict(args[0], handle_file(str(path)), *args[1:], api_name=endpoint)
+            assert words in str(e.value) and "Traceback" not in str(e.value)
+    finally:
+        demo.close()
 
 
 def test_api_bad_uploads_answer_and_server_survives(client, server, bad):

@@ -28,7 +28,11 @@ Adding a tab (say Denoise) = one module ``demo/tabs/denoise.py`` + its name in `
 
 ``id`` is the gr.Tab id and the prefix of the tab's element ids (``denoise-upload``); a model is
 offered by every tab that lists one of its pretexts (``_core.models_for``), and ``launch()``
-loads every model some tab runs before serving (``preload_models``).
+loads every model some tab runs before serving (``preload_models``). The models are the zoo's
+entries whose weights are on this machine (an untrained entry is not offered: its tab shows its
+"no model installed" line) and the model directories listed in ``SSLZOO_DEMO_MODELS``
+(``os.pathsep``-separated, e.g. ``SSLZOO_DEMO_MODELS=runs/dn/model:runs/dc/model sslzoo demo``),
+offered under their paths.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from typing import Callable
 from .._core import get_model, models_for
 
 # display order; a new tab = its module name here
-MODULES = ("rotation", "jigsaw", "relpatch", "classify", "models")
+MODULES = ("rotation", "jigsaw", "relpatch", "denoise", "inpaint", "clusters", "classify", "models")
 
 
 @dataclass(frozen=True)
