@@ -104,41 +104,94 @@ def _synthetic_problem(n=4000, d=512, k=10, sep=0.15, seed=0):
 
 
 def test_bf16_and_fp32_passes_reach_the_same_objective():
-    """The solver's pass dtype changes its arithmetic, not the problem: both reach the optimum of a
-    float32 reference run to 1e-6 (objective within 1e-3 relative) and make the same predictions."""
+    """The solver's pass dtype changes its arithmetic, not the problem: bf16, fp32 and fp16-storage
+    (float16 storage, float32 products) all reach the optimum of a float32 reference run to 1e-6
+    (objective within 1e-3 relative) and make the same predictions."""
     z, y = _synthetic_problem()
     ref = probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype="fp32", tol=1e-6, max_iter=500))
     assert ref.info["grad_norm_rel"] <= 1e-6
-    fits = {dt: probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype=dt, tol=1e-4)) for dt in ("fp32", "bf16")}
+    fits = {dt: probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype=dt, tol=1e-4))
+            for dt in ("fp32", "bf16", "fp16-storage")}
     for dt, f in fits.items():
         assert f.info["pass_dtype"] == dt
         assert f.info["grad_norm_rel"] <= 1e-4, dt  # converged, not stopped by max_iter
         assert f.objective == pytest.approx(ref.objective, rel=1e-3), dt
     pred = {dt: torch.addmm(f.bias, z, f.weight.T).argmax(1) for dt, f in fits.items()}
     assert (pred["fp32"] == pred["bf16"]).float().mean() >= 0.99
+    assert (pred["fp32"] == pred["fp16-storage"]).float().mean() >= 0.99
     assert fits["fp32"].objective == pytest.approx(fits["bf16"].objective, rel=1e-3)
+    assert fits["fp32"].objective == pytest.approx(fits["fp16-storage"].objective, rel=1e-3)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 128, 10_000])
+def test_fp16_storage_passes_are_float32_products_on_the_rounded_features(block_rows):
+    """fp16-storage: the blocks (the last one partial, or one block for all rows) cover every row
+    once, and each pass equals the float32 product on the float16-rounded features."""
+    z, _ = _synthetic_problem(n=1000, d=96)
+    feats = _lbfgs._PassFeatures(z, "fp16-storage", block_rows)
+    assert feats.mode == "fp16-storage" and feats.rows.dtype == torch.float16
+    assert feats.block.dtype == torch.float32 and len(feats.block) == min(block_rows, 1000)
+    zr = z.half().float()
+    g = torch.Generator().manual_seed(1)
+    w, b, r = torch.randn(10, 96, generator=g), torch.randn(10, generator=g), torch.randn(10, 1000, generator=g)
+    torch.testing.assert_close(feats.logits(w, b), torch.addmm(b, zr, w.T).T, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(feats.residual_grad(r), r @ zr, rtol=1e-5, atol=1e-4)
+    probe.release_workspace()
+
+
+def test_fp16_storage_falls_back_to_float32_beyond_the_float16_range():
+    """Standardised features fit float16 (|z| <= sqrt(N - 1)); unstandardised ones beyond 65504 would
+    overflow, so that fit's passes read float32, and ``info`` says so."""
+    z, y = _synthetic_problem(n=500, d=64)
+    assert z.abs().max() <= (len(z) - 1) ** 0.5
+    assert probe.fit_lbfgs(z, y, 10, probe.LBFGSConfig(pass_dtype="fp16-storage")).info["pass_dtype"] == "fp16-storage"
+    big = z * 1e5  # up to ~5e5
+    fitted = probe.fit_lbfgs(big, y, 10, probe.LBFGSConfig(pass_dtype="fp16-storage", max_iter=3))
+    assert fitted.info["pass_dtype"] == "fp32"
+    assert torch.isfinite(fitted.weight).all()
+    probe.release_workspace()
+
+
+def test_bf16_and_fp16_copies_share_the_workspace():
+    """Alternating bf16 and fp16-storage (the benchmark does, tap by tap) reuses one 2-byte buffer."""
+    z, y = _synthetic_problem(n=500, d=64)
+    probe.release_workspace()
+    _lbfgs._PassFeatures(z, "bf16")
+    buf = _lbfgs._WORKSPACE[0]
+    fp16 = _lbfgs._PassFeatures(z, "fp16-storage")
+    assert fp16.rows.dtype == torch.float16 and fp16.rows.data_ptr() == buf.data_ptr()
+    assert len(_lbfgs._WORKSPACE) == 1 and _lbfgs._WORKSPACE[0] is buf
+    probe.release_workspace()
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_auto_pass_dtype_follows_the_hardware(native, monkeypatch):
     """auto: bf16 passes only where the CPU multiplies bf16 natively (emulated bf16 products are ~100x
-    slower than float32 on an AVX2-only CPU); fp32 passes read the caller's features, no bf16 copy."""
+    slower than float32 on an AVX2-only CPU); elsewhere fp16-storage, float32 products on a float16
+    copy. fp32 passes read the caller's features, no 16-bit copy."""
     monkeypatch.setattr(_precision, "cpu_has_native_bf16", lambda: native)
+    assert _lbfgs.resolved_pass_dtype("auto", "cpu") == ("bf16" if native else "fp16-storage")
     z, y = _synthetic_problem(n=500, d=64)
     probe.release_workspace()
     fitted = probe.fit("fast", z, y, 10)  # LBFGSConfig's default: auto
-    assert fitted.info["pass_dtype"] == ("bf16" if native else "fp32")
-    assert bool(_lbfgs._WORKSPACE) == native
+    assert fitted.info["pass_dtype"] == ("bf16" if native else "fp16-storage")
+    assert [w.dtype for w in _lbfgs._WORKSPACE] == [torch.bfloat16 if native else torch.float16]
     probe.release_workspace()
     forced = probe.fit("fast", z, y, 10, pass_dtype="fp32" if native else "bf16")  # an explicit choice wins
     assert forced.info["pass_dtype"] == ("fp32" if native else "bf16")
+    assert bool(_lbfgs._WORKSPACE) == (not native)
+    probe.release_workspace()
+    assert probe.fit("fast", z, y, 10, pass_dtype="fp32").info["pass_dtype"] == "fp32"
+    assert not _lbfgs._WORKSPACE  # fp32 passes: the caller's features, no copy
     assert probe.fit("seed", z[:192], y[:192], 10).info["pass_dtype"] == "fp32"
     probe.release_workspace()
 
 
 def test_unknown_pass_dtype_is_an_error():
-    with pytest.raises(ValueError, match="pass_dtype 'fp16': use one of auto, bf16, fp32"):
+    with pytest.raises(ValueError, match="^pass_dtype 'fp16': use one of auto, bf16, fp32, fp16-storage$"):
         probe.LBFGSConfig(pass_dtype="fp16")
+    with pytest.raises(ValueError, match="block_rows 0: must be >= 1"):
+        probe.LBFGSConfig(block_rows=0)
 
 
 def test_features_cache_hit_skips_the_trunk(model_dir, data, tmp_path, monkeypatch):
@@ -192,7 +245,8 @@ def test_report_json_and_plot(probed, model_dir):
     assert report["command"] == f"sslzoo probe {model_dir} --train-limit {N_TRAIN} --test-limit {N_TEST}"
     assert "L-BFGS" in report["protocol"] and "5e-4" in report["protocol"] and "Random-init" in report["protocol"]
     assert report["timings"]["fit_s"]["fast"] > 0
-    used = "bf16" if _precision.native_bf16("cpu") else "fp32"
+    used = "bf16" if _precision.native_bf16("cpu") else "fp16-storage"
+    assert _lbfgs.resolved_pass_dtype("auto", "cpu") == used
     assert report["solver_pass_dtype"] == {"fast": used}
     assert all(r["pass_dtype"] == used for r in report["results"]["model"]["fast"].values())
     assert report["machine"] == _precision.machine("cpu")
@@ -242,7 +296,7 @@ def test_cli_prints_the_table_and_saves_a_probed_copy(model_dir, feats, cache, t
     assert "model top-1 (fast)" in proc.stdout and "random top-1" in proc.stdout and "delta" in proc.stdout
     assert "conv5" in proc.stdout and f"report: {tmp_path / 'out' / probe.REPORT_FILE}" in proc.stdout
     assert f"plot:   {tmp_path / 'out' / probe.PLOT_FILE}" in proc.stdout
-    used = "bf16" if _precision.native_bf16("cpu") else "fp32"
+    used = "bf16" if _precision.native_bf16("cpu") else "fp16-storage"
     assert f"solver passes over the features: fast {used} (" in proc.stdout
     assert zoo.load(tmp_path / "out").probes.keys() == {"conv5"}  # a probed copy; the source dir is untouched
 

@@ -2,10 +2,11 @@
 
 Objective, shared with the seed's SGD: ``mean CE(z W^T + b) + (wd / 2) ||W||^2``, bias not decayed.
 The cost is the passes over the N x D standardised features (``_PassFeatures``: in bfloat16 where
-the hardware multiplies it natively, float32 elsewhere; ``LBFGSConfig.pass_dtype``): two per iteration, ``z dW^T`` for the new direction's logits and ``(softmax - onehot) @ z`` for the
-gradient; everything else is K x N or K x (D + 1) with K classes. A low-rank preconditioner (the
-top principal directions of a row sample) takes out the features' correlation, and the exact line
-search runs on the kept logits without a pass.
+the hardware multiplies it natively; elsewhere float32 arithmetic on a float16 copy of the features,
+converted block by block; ``LBFGSConfig.pass_dtype``): two per iteration, ``z dW^T`` for the new
+direction's logits and ``(softmax - onehot) @ z`` for the gradient; everything else is K x N or
+K x (D + 1) with K classes. A low-rank preconditioner (the top principal directions of a row sample)
+takes out the features' correlation, and the exact line search runs on the kept logits without a pass.
 """
 from __future__ import annotations
 
@@ -16,9 +17,26 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._precision import PRECISIONS, resolved_precision
+from ._precision import native_bf16
 
-PASS_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+# pass mode -> (dtype the features are stored in for the passes, dtype the products are computed in)
+PASS_DTYPES = {"bf16": (torch.bfloat16, torch.bfloat16), "fp32": (torch.float32, torch.float32),
+               "fp16-storage": (torch.float16, torch.float32)}
+PASS_MODES = ("auto", "bf16", "fp32", "fp16-storage")
+FP16_MAX = torch.finfo(torch.float16).max  # 65504; a column standardised over N rows has |z| <= sqrt(N - 1)
+
+
+def resolved_pass_dtype(pass_dtype: str, device: torch.device | str) -> str:
+    """The pass mode used for ``pass_dtype`` on ``device``: as asked, or for "auto" "bf16" where the
+    device multiplies bf16 natively, else "fp16-storage" on a CPU (float32 products on a float16
+    copy: half the bytes of "fp32" per pass, no emulated bf16), "fp32" on other devices."""
+    if pass_dtype not in PASS_MODES:
+        raise ValueError(f"pass_dtype {pass_dtype!r}: use one of {', '.join(PASS_MODES)}")
+    if pass_dtype != "auto":
+        return pass_dtype
+    if native_bf16(device):
+        return "bf16"
+    return "fp16-storage" if torch.device(device).type == "cpu" else "fp32"
 
 
 def objective(z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -50,14 +68,19 @@ class LBFGSConfig:
     rank: int = 256  # top principal directions in the preconditioner
     sample: int = 2048  # training rows the preconditioner is estimated from
     seed: int = 0
-    # dtype of the passes over the features: "auto" = bf16 where the features' device multiplies bf16
-    # natively (``_precision.native_bf16``), else fp32; "bf16" / "fp32" force it (tests, benchmarks).
-    # Without native bf16 (e.g. an AVX2-only CPU) PyTorch emulates bf16 products, ~100x slower than fp32.
+    # the passes over the features (``_PassFeatures``): "auto" = bf16 where the features' device
+    # multiplies bf16 natively (``_precision.native_bf16``), else fp16-storage (CPU) / fp32;
+    # "bf16", "fp32" (float32 storage and products) and "fp16-storage" (float16 storage, float32
+    # products) force it (tests, benchmarks). Without native bf16 (e.g. an AVX2-only CPU) PyTorch
+    # emulates bf16 products, ~100x slower than fp32.
     pass_dtype: str = "auto"
+    block_rows: int = 128  # fp16-storage: rows converted to float32 at a time (2 MiB of float32 at 4096 dims)
 
     def __post_init__(self):
-        if self.pass_dtype not in PRECISIONS:
-            raise ValueError(f"pass_dtype {self.pass_dtype!r}: use one of {', '.join(PRECISIONS)}")
+        if self.pass_dtype not in PASS_MODES:
+            raise ValueError(f"pass_dtype {self.pass_dtype!r}: use one of {', '.join(PASS_MODES)}")
+        if self.block_rows < 1:
+            raise ValueError(f"block_rows {self.block_rows}: must be >= 1")
 
 
 class _Preconditioner:
@@ -77,7 +100,9 @@ class _Preconditioner:
         rank = max(1, min(rank, d, len(rows)) - 1)
         width = min(d, rank + 10)  # oversampling
         q = torch.randn(d, width, generator=gen)
-        # the subspace only steers the solver: products in the passes' dtype (bf16 suffices where native)
+        # the subspace only steers the solver: products in the passes' compute dtype (bf16 suffices
+        # where native; fp16-storage computes in float32: this m x D sample is small and the products
+        # with q are compute-bound, so a 16-bit copy of it would save nothing)
         rows_p = rows.to(pass_dtype)
         for _ in range(2):  # one range-finding pass, one power iteration
             q = _orthonormal((rows_p.T @ (rows_p @ q.to(pass_dtype))).float())  # D x width
@@ -155,53 +180,103 @@ def _two_loop(g: torch.Tensor, history: list, precond: _Preconditioner) -> torch
 
 
 class _PassFeatures:
-    """The standardised features as the solver's passes read them: N x D in ``dtype`` (bfloat16 or
-    float32, see ``LBFGSConfig.pass_dtype``).
+    """The standardised features as the solver's passes read them (``LBFGSConfig.pass_dtype``):
+    N x D stored in ``storage`` (float32, bfloat16 or float16), multiplied in ``compute``.
 
-    Each L-BFGS iteration makes two passes over them, ``z @ dW^T`` and ``r @ z``. In bfloat16 each
-    pass moves half the bytes and, on a CPU with bf16 dot-product units (AVX512-BF16 / AMX), runs
-    on them: a fit ~2x faster than in float32 there (60k x 4096, one thread: logits pass 31 vs 157 ms,
-    gradient pass 100 vs 117 ms). Without them PyTorch emulates bf16 products, ~100x
-    slower than float32 (29.7 s against 0.30 s for one pass on an AVX2-only EPYC): hence float32
-    there. bf16 products accumulate in float32 and come back as float32; bf16 keeps ~3 significant
+    Each L-BFGS iteration makes two passes over them, ``z @ dW^T`` and ``r @ z``, each 2 N D K flops
+    for K classes. In bfloat16 each pass moves half the bytes and, on a CPU with bf16 dot-product
+    units (AVX512-BF16 / AMX), runs on them: a fit ~2x faster than in float32 there (60k x 4096, one
+    thread: logits pass 31 vs 157 ms, gradient pass 100 vs 117 ms). Without them PyTorch emulates
+    bf16 products, ~100x slower than float32 (29.7 s against 0.30 s for one pass on an AVX2-only
+    EPYC). bf16 products accumulate in float32 and come back as float32; bf16 keeps ~3 significant
     digits of a standardised feature, so the logits, sums of thousands of such products, move by
     ~1e-3 of their spread. The objective reported and the test accuracy use the float32 features.
 
-    float32: the caller's features themselves (no copy). bfloat16: a copy in a buffer reused from
-    tap to tap (``_workspace``): filling freshly allocated memory costs a page fault per 4 KiB,
-    which made the conversion ~5x slower than the copy itself (~0.3 s against 0.06 s for 60k x
+    fp16-storage (``auto`` on a CPU without native bf16): the features stored in float16, converted
+    ``block_rows`` rows at a time into a small float32 buffer that stays in cache, and multiplied in
+    float32 (``linear`` / ``addmm`` per block): each pass reads half the bytes of float32 from memory
+    and uses only float32 arithmetic, fast on any x86 CPU. float16 rather than bfloat16: the same bytes
+    and conversion cost, 3 more mantissa bits (relative rounding 2^-11), and the range is no concern: a
+    column standardised over N rows has |z| <= sqrt(N - 1) (245 at 60k) against a float16 maximum of
+    65504; features beyond it (not standardised) fall back to float32 storage, which ``mode`` and
+    ``Fit.info["pass_dtype"]`` then say. Measured (60k x 4096, one thread, CPU time, ``bench_probe.py
+    --time-passes``, blocks of 128-256 rows, several runs on shared cores): logits pass 93-105 ms (fp32
+    160, bf16 32), gradient pass 98-119 ms (fp32 115, bf16 100), of which the conversion is ~22 ms and
+    the float32 products on a block in cache ~70 / ~80 ms: ~65 GFLOP/s, what MKL's sgemm reaches with 10
+    columns on this core (~98 on a square product), the floor of a pass in float32. A plain streaming
+    read of the 983 MB float32 matrix takes 27 ms, so the float32 passes were bound by those products
+    and their slower streaming from memory, not by bandwidth alone; halving the bytes removes only the
+    second part: ~1.4x fp32's speed per iteration (native bf16: 2.1x), whole fits on the 60k taps ~1.2x
+    (the preconditioner computes in float32 in both). Blocks of 128 to 512 rows time alike;
+    ``block.float()`` per block (a fresh buffer) as fast as the copy into the reused one; torch's own
+    float16 products are slower (``linear`` ~180 ms, ``mm`` ~14 s: emulated).
+
+    float32: the caller's features themselves (no copy). bfloat16 / float16: a copy in a buffer
+    reused from tap to tap (``_workspace``): filling freshly allocated memory costs a page fault per
+    4 KiB, which made the conversion ~5x slower than the copy itself (~0.3 s against 0.06 s for 60k x
     4096 features).
     """
 
-    def __init__(self, z: torch.Tensor, dtype: torch.dtype):
-        self.dtype = dtype
-        if dtype == torch.float32:
+    def __init__(self, z: torch.Tensor, mode: str, block_rows: int = 128):
+        self.mode = mode
+        self.storage, self.compute = PASS_DTYPES[mode]
+        self.block = None  # float32 conversion buffer (fp16-storage only)
+        if self.storage == torch.float16:
+            # |z| > 65504 (features not standardised) would overflow float16, and a non-finite z is
+            # left to float32: float32 storage then. aminmax reads z once, ~40 ms at 60k x 4096
+            # (isfinite / isinf on the copy: 0.5-1.3 s)
+            lo, hi = torch.aminmax(z)
+            if not (-FP16_MAX <= lo.item() and hi.item() <= FP16_MAX):
+                self.mode, self.storage, self.compute = "fp32", torch.float32, torch.float32
+        if self.storage == torch.float32:
             self.rows = z.float().contiguous()  # N x D, z itself when already float32 and contiguous
-        else:
-            self.rows = _workspace(z.numel(), dtype).view(z.shape).copy_(z)  # N x D
+            return
+        self.rows = _workspace(z.numel(), self.storage).view(z.shape).copy_(z)  # N x D
+        if self.compute != self.storage:
+            self.block = torch.empty(min(block_rows, len(z)), z.shape[1], dtype=self.compute)
+
+    def _blocks(self):
+        """(start, float32 block) over the rows, each converted into the same buffer."""
+        m = len(self.block)
+        for i in range(0, len(self.rows), m):
+            chunk = self.rows[i:i + m]
+            yield i, self.block[:len(chunk)].copy_(chunk)
 
     def logits(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """z @ w^T + b, returned K x N float32 (classes first: the softmax over classes is then fast).
 
         As ``linear(w, z)``, the rows in the weight's place: oneDNN's path for a small input times a
         large weight reads z once, ~1.4x faster here than ``mm(z, w^T)`` (bf16: 18 vs 25 ms at
-        60k x 4096; in float32 no slower)."""
-        return F.linear(w.to(self.dtype), self.rows).float().add_(b[:, None])  # K x N
+        60k x 4096; in float32 no slower; on a block in cache ~1.6x faster)."""
+        if self.block is None:
+            return F.linear(w.to(self.compute), self.rows).float().add_(b[:, None])  # K x N
+        out = torch.empty(len(w), len(self.rows))
+        for i, blk in self._blocks():
+            out[:, i:i + len(blk)] = F.linear(w, blk)
+        return out.add_(b[:, None])
 
     def residual_grad(self, r: torch.Tensor) -> torch.Tensor:
-        """r @ z: K x D float32 for r K x N (row-major r: ~1.3x faster than its transpose's view)."""
-        return torch.mm(r.to(self.dtype), self.rows).float()
+        """r @ z: K x D float32 for r K x N (row-major r: ~1.3x faster than its transpose's view;
+        per block ``addmm`` into the K x D sum, the transposed product being ~5x slower)."""
+        if self.block is None:
+            return torch.mm(r.to(self.compute), self.rows).float()
+        out = torch.zeros(len(r), self.rows.shape[1])
+        for i, blk in self._blocks():
+            out.addmm_(r[:, i:i + len(blk)], blk)
+        return out
 
 
-_WORKSPACE: list[torch.Tensor] = []  # at most one buffer (bf16 passes), grown on demand
+_WORKSPACE: list[torch.Tensor] = []  # at most one buffer (bf16 / fp16 copies), grown on demand
 
 
 def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A flat ``dtype`` buffer of at least ``numel`` elements, kept for the next tap (see ``_PassFeatures``)."""
-    if not _WORKSPACE or _WORKSPACE[0].numel() < numel or _WORKSPACE[0].dtype != dtype:
+    """A flat ``dtype`` buffer of at least ``numel`` elements, kept for the next tap (see
+    ``_PassFeatures``). bfloat16 and float16 share its memory (a 2-byte buffer viewed as either), so
+    alternating the two modes does not re-allocate (and re-fault) it."""
+    if not _WORKSPACE or _WORKSPACE[0].dtype.itemsize != dtype.itemsize or _WORKSPACE[0].numel() < numel:
         _WORKSPACE[:] = []  # free the old one first
         _WORKSPACE.append(torch.empty(numel, dtype=dtype))
-    return _WORKSPACE[0][:numel]
+    return _WORKSPACE[0][:numel].view(dtype)
 
 
 def release_workspace() -> None:
@@ -256,8 +331,9 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     """Full-batch L-BFGS on z (N x D standardised features) for the objective of ``objective``.
 
     Parameters are one K x (D + 1) matrix theta = [W | b]. Per iteration exactly two passes over z,
-    each a single matmul for all classes in ``cfg.pass_dtype`` (see ``_PassFeatures``; recorded in
-    ``info["pass_dtype"]``): ``z @ dW^T`` for the new
+    each a matmul for all classes (one, or one per block of rows in fp16-storage) in the mode of
+    ``cfg.pass_dtype`` (see ``_PassFeatures``; the mode used is recorded in ``info["pass_dtype"]``):
+    ``z @ dW^T`` for the new
     direction and ``(softmax - onehot) @ z`` for the gradient. The K x N logits are kept up to
     date, so the line search along the direction is exact and costs no pass over z. Start: W = 0,
     b = log class priors (the optimum at W = 0), so the first step is along the preconditioned
@@ -266,14 +342,14 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     start, cpu_start = time.perf_counter(), time.process_time()
     n, d = z.shape
     wd = cfg.weight_decay
-    pass_dtype = resolved_precision(cfg.pass_dtype, z.device)  # "bf16" or "fp32"
+    pass_dtype = resolved_pass_dtype(cfg.pass_dtype, z.device)  # "bf16", "fp32" or "fp16-storage"
     onehot = F.one_hot(y, num_classes).T.to(z.dtype).contiguous()  # K x N
     # floor 4 wd: the logistic curvature is <= 1/4, so below 4 wd the decay dominates
     precond = _Preconditioner(z, cfg.rank, cfg.sample, torch.Generator().manual_seed(cfg.seed), floor=4 * wd,
-                              pass_dtype=PASS_DTYPES[pass_dtype])
+                              pass_dtype=PASS_DTYPES[pass_dtype][1])
     t_precond = time.perf_counter() - start
 
-    feats = _PassFeatures(z, PASS_DTYPES[pass_dtype])
+    feats = _PassFeatures(z, pass_dtype, cfg.block_rows)
     theta = torch.zeros(num_classes, d + 1)  # [W | b]
     theta[:, d] = torch.log(onehot.mean(1).clamp_min(1e-12))
     logits = theta[:, d, None].expand(num_classes, n).clone()  # K x N, always W @ z^T + b
@@ -283,5 +359,5 @@ def fit_lbfgs(z: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: LBFGSConf
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start  # objective below: not timed
     w, b = st.theta[:, :d].contiguous(), st.theta[:, d].contiguous()
     info = {"grad_norm_rel": st.grad.norm().item() / g0, "preconditioner_s": round(t_precond, 3),
-            "rank": precond.v.shape[1], "pass_dtype": pass_dtype}
+            "rank": precond.v.shape[1], "pass_dtype": feats.mode}
     return Fit(w, b, "fast", objective(z, y, w, b, wd), seconds, cpu, st.iterations, info)
