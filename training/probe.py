@@ -8,7 +8,8 @@ Two solvers of that objective:
 ``seed``  the seed's SGD: momentum 0.9, weight decay 5e-4, lr 0.01, batch 192, 30 epochs, lr / 10 at
           epochs 10 and 20, a seeded shuffle.
 ``fast``  full-batch L-BFGS (``_lbfgs``) on the cached features (its passes over them in bfloat16 where
-          the hardware has native bf16 products, float32 elsewhere; the report's ``solver_pass_dtype``): low-rank
+          the hardware has native bf16 products; elsewhere float32 products over an fp16 copy of the
+          features, converted block by block; the report's ``solver_pass_dtype``): low-rank
           preconditioner (top principal directions of a row sample), exact line search on the kept
           logits, start at W = 0 (first step: whitened class means), stop when the gradient norm
           has dropped 100-fold.
@@ -182,7 +183,7 @@ def fit_sgd(z: torch.Tensor, y: torch.Tensor, num_classes: int, p: SGDProtocol =
 def fit(solver: str, z: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
         pass_dtype: str = "auto") -> Fit:
     """Fit one tap with the named solver ("fast" or "seed") under the protocol's settings.
-    ``pass_dtype`` (auto, bf16, fp32): the fast solver's passes (``LBFGSConfig.pass_dtype``); the
+    ``pass_dtype`` (auto, bf16, fp16-storage, fp32): the fast solver's passes (``LBFGSConfig.pass_dtype``); the
     seed's SGD always runs in float32."""
     if solver == "fast":
         return fit_lbfgs(z, y, num_classes, LBFGSConfig(seed=seed, pass_dtype=pass_dtype))
