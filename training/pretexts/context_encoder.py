@@ -103,9 +103,10 @@ class Adversary(nn.Module):
 @register
 class ContextEncoder(Reconstruction):
     name = ce.PRETEXT
-    # The paper's solver (Adam, lr 2e-4, beta1 0.5). 5 epochs = 2345 steps of 128 at 96 px: ~27 min at
-    # the 0.7 s/step measured on one thread of this (busy) 2-CPU machine, central hole, L2 (bf16
-    # autocast); the adversarial term costs ~1.2x (central) to ~2.7x (random holes, whole image judged).
+    # The paper's solver (Adam, lr 2e-4, beta1 0.5). 5 epochs = 2345 steps of 128 at 96 px: 15-28 min at
+    # the 0.38-0.73 s/step measured for the central hole, L2, bf16 autocast, on one thread of this shared
+    # 2-CPU machine (benchmarks/bench_reconstruction.py; a one-epoch run under load); the adversarial
+    # term costs ~1.2x the step (central) to ~2x (random holes: the whole image is judged).
     defaults = {**Pretext.defaults, "optimizer": "adam", "lr": 2e-4, "momentum": 0.5, "weight_decay": 0.0,
                 "epochs": 5.0, "batch_size": 128, "warmup_steps": 100}
 
