@@ -25,7 +25,7 @@ from sslzoo.zoo.pretexts import context_encoder as ce
 from sslzoo.zoo.pretexts import denoising
 
 MODELS = ("denoising-alexnet", "context-encoder-alexnet", "context-encoder-alexnet.fmnist-adv",
-          "context-encoder-alexnet.fmnist-random", "context-encoder-alexnet.fmnist-random-adv")
+          "context-encoder-alexnet.fmnist-central", "context-encoder-alexnet.fmnist-central-adv")
 
 
 def per_sample(pretext, batch: Batch, gen: torch.Generator):

@@ -51,7 +51,7 @@ def test_central_hole_is_the_half_side_centre_square_filled_with_the_mean():
     expect[24:72, 24:72] = True
     assert torch.equal(mask[0, 0], expect)
     assert ce.central_box(97, 64) == (24, 16, 48, 32)  # odd sides: half rounded down, the spare row below
-    plugin = ContextEncoder("central", overlap=3, region=zoo.create("context-encoder-alexnet").head.region,
+    plugin = ContextEncoder("central", overlap=3, region=zoo.create("context-encoder-alexnet.fmnist-central").head.region,
                             data_config=CFG)
     batch = _batch(4)
     inputs, targets = plugin.make_batch(batch, _gen(), None)
@@ -129,8 +129,8 @@ def test_heads_size_themselves_for_the_input():
     x = torch.zeros(2, 1, 96, 96)
     m = zoo.create("denoising-alexnet").eval()
     assert m.predict_pretext(x).shape == (2, 1, 96, 96)
-    assert zoo.create("context-encoder-alexnet").eval().predict_pretext(x).shape == (2, 1, 54, 54)  # central
-    assert zoo.create("context-encoder-alexnet.fmnist-random").eval().predict_pretext(x).shape == (2, 1, 96, 96)
+    assert zoo.create("context-encoder-alexnet").eval().predict_pretext(x).shape == (2, 1, 96, 96)  # random holes
+    assert zoo.create("context-encoder-alexnet.fmnist-central").eval().predict_pretext(x).shape == (2, 1, 54, 54)
     from sslzoo.zoo._model import PretextModel
     from sslzoo.zoo._registry import _alexnet
 
@@ -156,7 +156,7 @@ def test_inference_helpers_for_the_demo():
     out = denoising.corrupt_and_restore(zoo.create("denoising-alexnet").eval(), img, _gen())
     assert out["restored"].shape == img.shape and 0 <= out["restored"].min() and out["restored"].max() <= 1
     assert out["input_psnr"] == decoder.psnr(out["corrupted"], out["clean"])
-    for name in ("context-encoder-alexnet", "context-encoder-alexnet.fmnist-random"):
+    for name in ("context-encoder-alexnet", "context-encoder-alexnet.fmnist-central"):
         model = zoo.create(name).eval()
         res = ce.inpaint(model, img, gen=_gen())
         hole = res["mask"]
@@ -213,7 +213,7 @@ def fmnist_images(fmnist_root):
     return load_fashion_mnist("train", root=fmnist_root).images[:24]
 
 
-@pytest.mark.parametrize("name", ["denoising-alexnet", "context-encoder-alexnet", "context-encoder-alexnet.fmnist-random-adv"])
+@pytest.mark.parametrize("name", ["denoising-alexnet", "context-encoder-alexnet", "context-encoder-alexnet.fmnist-central-adv"])
 def test_a_few_steps_lower_the_loss_on_fashion_mnist(name, fmnist_images):
     torch.manual_seed(0)
     model = zoo.create(name).train()
@@ -230,7 +230,7 @@ def test_a_few_steps_lower_the_loss_on_fashion_mnist(name, fmnist_images):
 
 def test_discriminator_is_train_only_state_with_its_optimiser(fmnist_images, tmp_path):
     torch.manual_seed(0)
-    model = zoo.create("context-encoder-alexnet.fmnist-random-adv").train()
+    model = zoo.create("context-encoder-alexnet.fmnist-adv").train()
     pretext = get_pretext(model.pretext, model).train()
     opt = make_optimizer(model, TrainConfig().with_defaults(pretext.defaults))
     idx = torch.arange(16)

@@ -103,14 +103,15 @@ class Adversary(nn.Module):
 @register
 class ContextEncoder(Reconstruction):
     name = ce.PRETEXT
-    # The paper's solver (Adam, lr 2e-4, beta1 0.5). 5 epochs = 2345 steps of 128 at 96 px: 15-28 min at
-    # the 0.38-0.73 s/step measured for the central hole, L2, bf16 autocast, on one thread of this shared
-    # 2-CPU machine (benchmarks/bench_reconstruction.py; a one-epoch run under load); the adversarial
-    # term costs ~1.2x the step (central) to ~2x (random holes: the whole image is judged).
+    # The paper's solver (Adam, lr 2e-4, beta1 0.5). 5 epochs = 2345 steps of 128 at 96 px: 15-37 min at
+    # the 0.38-0.96 s/step measured for random holes, L2, bf16 autocast, on one thread of this shared
+    # 2-CPU machine (benchmarks/bench_reconstruction.py when it was quieter; a one-epoch run under load;
+    # the central hole 0.38-0.73 s); the adversarial term costs ~1.2x the step (central) to ~2x (random
+    # holes: the whole image is judged).
     defaults = {**Pretext.defaults, "optimizer": "adam", "lr": 2e-4, "momentum": 0.5, "weight_decay": 0.0,
                 "epochs": 5.0, "batch_size": 128, "warmup_steps": 100}
 
-    def __init__(self, mask: str = "central", overlap: int = 3, overlap_weight: float = 10.0, adversarial: float = 0.0,
+    def __init__(self, mask: str = "random", overlap: int = 3, overlap_weight: float = 10.0, adversarial: float = 0.0,
                  region: Sequence[int] | None = None, input_size: Sequence[int] = (1, 96, 96),
                  data_config: dict | None = None):
         super().__init__(data_config)

@@ -156,7 +156,7 @@ class ContextEncoderHead(nn.Module):
     units): B x C x (h + 2 overlap) x (w + 2 overlap) around the central hole, or B x C x H x W
     (random holes). ``region`` says where the prediction lies in the image."""
 
-    def __init__(self, in_shape: Sequence[int], input_size: Sequence[int], mask: str = "central", overlap: int = 3,
+    def __init__(self, in_shape: Sequence[int], input_size: Sequence[int], mask: str = "random", overlap: int = 3,
                  overlap_weight: float = 10.0, adversarial: float = 0.0, decoder_width: int = 256):
         super().__init__()
         if mask not in MASKS:
@@ -188,7 +188,7 @@ class ContextEncoderHead(nn.Module):
         return x[..., top:top + rh, left:left + rw]
 
 
-def build_head(trunk: nn.Module, input_size: Sequence[int], mask: str = "central", overlap: int = 3,
+def build_head(trunk: nn.Module, input_size: Sequence[int], mask: str = "random", overlap: int = 3,
                overlap_weight: float = 10.0, adversarial: float = 0.0, decoder_width: int = 256) -> ContextEncoderHead:
     """The head for ``trunk`` at the model's input size (it sees the whole masked image)."""
     from . import trunk_shape
