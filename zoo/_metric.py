@@ -6,7 +6,7 @@ from typing import Any
 
 # how each metric reads: a share shown in %, a level in dB, a plain number
 _PERCENT = {"accuracy", "rebalanced_accuracy", "nmi", "closer_share", "auc"}
-_UNITS = {"psnr": " dB", "input_psnr": " dB", "mean_fill_psnr": " dB"}
+_UNITS = {"psnr": " dB", "input_psnr": " dB", "hole_psnr": " dB", "mean_fill_psnr": " dB"}
 
 
 def headline_metric(config: dict[str, Any]) -> dict[str, Any] | None:
