@@ -31,6 +31,7 @@ from .conftest import run_cli  # noqa: E402
 EX = {p.name: p for p in zoo.example_images()}
 BOOT, TROUSER, CAT = EX["fmnist-0-ankle-boot.png"], EX["fmnist-2-trouser.png"], EX["chelsea.jpg"]
 ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
+DEEPCLUSTER = "deepcluster-alexnet"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -282,21 +283,31 @@ def _model_view(name: str, upload) -> tuple[zoo.PretextModel, torch.Tensor]:
 def test_untrained_entries_are_not_offered_and_listed_directories_are(made, monkeypatch, tmp_path):
     from sslzoo.demo import tabs
 
+    from sslzoo.zoo._registry import UNTRAINED
+
     by_id = {t.id: t for t in tabs.TABS}
+    shipped = {}  # pretext -> the zoo entry offered by its tab (an entry with released weights)
     for pretext, tab, entry in (("denoising", "denoise", "denoising-alexnet"),
                                 ("context-encoder", "inpaint", "context-encoder-alexnet"),
                                 ("deepcluster", "clusters", "deepcluster-alexnet")):
-        assert entry in zoo.list_models() and _core.models_for(pretext) == [] and by_id[tab].models() == []
-        with pytest.raises(zoo.ZooError, match="no weights released yet"):
-            zoo.load(entry)
+        assert entry in zoo.list_models()
+        if zoo.lookup(entry)[1].source == UNTRAINED:
+            assert _core.models_for(pretext) == [] and by_id[tab].models() == []
+            with pytest.raises(zoo.ZooError, match="no weights released yet"):
+                zoo.load(entry)
+        else:
+            shipped[pretext] = [entry]
+            assert _core.models_for(pretext) == [entry] == by_id[tab].models()
     junk = tmp_path / "not-a-model"
     junk.mkdir()
     monkeypatch.setenv(_core.MODELS_ENV, os.pathsep.join([made[DN], str(junk), "", made[CE], made[CE_CENTRE], made[DC],
                                                           made[DC_BARE], str(tmp_path / "gone"), made[DN]]))
     assert _core.extra_models()[0] == made[DN] and len(_core.extra_models()) == 7  # each once, empties dropped
-    assert _core.models_for("denoising") == [made[DN]] == by_id["denoise"].models()
-    assert _core.models_for("context-encoder") == [made[CE], made[CE_CENTRE]] == by_id["inpaint"].models()
-    assert _core.models_for("deepcluster") == [made[DC], made[DC_BARE]] == by_id["clusters"].models()
+    assert _core.models_for("denoising") == shipped.get("denoising", []) + [made[DN]] == by_id["denoise"].models()
+    assert (_core.models_for("context-encoder") == shipped.get("context-encoder", []) + [made[CE], made[CE_CENTRE]]
+            == by_id["inpaint"].models())
+    assert (_core.models_for("deepcluster") == shipped.get("deepcluster", []) + [made[DC], made[DC_BARE]]
+            == by_id["clusters"].models())
     assert _core.models_for("rotation") == [ROT]
     assert {made[k] for k in made} <= set(_core.models_for()) and str(junk) not in _core.models_for()
     assert _core.model_label(made[DN]) == f"denoising-alexnet.fmnist ({made[DN]})" and _core.model_label(ROT) == ROT
@@ -461,10 +472,11 @@ def test_tab_registry_in_display_order():
     assert by_id["relpatch"].pretexts == ("relative-patch",)
     assert [by_id[i].pretexts for i in ("denoise", "inpaint", "clusters")] == [("denoising",), ("context-encoder",),
                                                                               ("deepcluster",)]
-    assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[], [], []]  # untrained entries
+    # untrained entries (denoising, context encoder) are not offered; shipped DeepCluster is
+    assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[], [], [DEEPCLUSTER]]
     assert by_id["classify"].pretexts is None and by_id["classify"].models() == _core.models_for(probes=True)
     assert by_id["models"].pretexts is None and by_id["models"].models() == []  # reads cards, loads nothing
-    assert tabs.offered_models() == sorted({ROT, JIG, REL, *_core.models_for(probes=True)})
+    assert tabs.offered_models() == sorted({ROT, JIG, REL, DEEPCLUSTER, *_core.models_for(probes=True)})
     assert tabs.preload_models() == tabs.offered_models()
 
 
@@ -557,12 +569,15 @@ def test_api_every_endpoint(client):
     from gradio_client import handle_file
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    # the Denoise, Inpaint and Clusters tabs have no model here (their zoo entries are untrained): no
-    # endpoint, their "no model installed" line instead (test_api_new_tabs serves them with models)
-    assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info"}
+    # a Denoise / Inpaint / Clusters tab whose zoo entry has shipped weights has its endpoint; one whose entry
+    # is still untrained shows its "no model installed" line instead (test_api_new_tabs serves all three)
+    new_tabs = {"denoising": "/denoise", "context-encoder": "/inpaint", "deepcluster": "/clusters"}
+    shipped = {what for what in new_tabs if _core.models_for(what)}
+    assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info",
+                        *(new_tabs[w] for w in shipped)}
     texts = " ".join(str(c.get("props", {}).get("value")) for c in client.config["components"])
-    for what in ("denoising", "context-encoder", "deepcluster"):
-        assert f"No {what} model is installed, so this tab has nothing to show." in texts
+    for what in new_tabs:
+        assert (f"No {what} model is installed, so this tab has nothing to show." in texts) == (what not in shipped)
     turned, label, upright, gallery, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
     assert label["label"] == "270°" and len(gallery) == 4 and "you turned it by 270°: right" in summary
     assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)

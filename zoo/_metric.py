@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # how each metric reads: a share shown in %, a level in dB, a plain number
-_PERCENT = {"accuracy", "rebalanced_accuracy", "nmi", "closer_share", "auc"}
+_PERCENT = {"accuracy", "rebalanced_accuracy", "closer_share", "auc"}
 _UNITS = {"psnr": " dB", "input_psnr": " dB", "hole_psnr": " dB", "mean_fill_psnr": " dB"}
 
 

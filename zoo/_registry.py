@@ -113,7 +113,7 @@ register(
 # DeepCluster: the BN AlexNet behind a fixed Sobel front end (the authors' model), whole image at 96 px.
 register(
     "deepcluster-alexnet",
-    Weights("fmnist", UNTRAINED, {**_alexnet("deepcluster", 1, FMNIST_96, hidden=512, num_clusters=300),
+    Weights("fmnist", "package:deepcluster-alexnet.fmnist", {**_alexnet("deepcluster", 1, FMNIST_96, hidden=512, num_clusters=300),
                                   "arch_args": {"in_chans": 1, "front_end": "sobel"}},
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1807.05520"}),
 )
