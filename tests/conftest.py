@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,26 @@ def fmnist_root() -> Path:
     if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     return FMNIST
+
+
+def checkpoint_step(ckpt) -> int:
+    """The step a training checkpoint was written at (its metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        return int(f.metadata()["step"])
+
+
+def train_killed_at(args, ckpt: Path, at_least: int, log: Path, timeout: float = 120, env=None) -> int:
+    """Run ``sslzoo train ARGS`` in a fresh process, kill -9 it once ``ckpt`` holds step >= ``at_least``,
+    and return the step of the checkpoint it left (asserting it really died by the signal)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sslzoo", "train", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"), env=dict(os.environ, **(env or {})))
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and checkpoint_step(ckpt) >= at_least:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, Path(log).read_text()
+    return checkpoint_step(ckpt)

@@ -4,14 +4,9 @@ after an epoch boundary then --resume giving the same bits."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sslzoo import zoo
@@ -20,7 +15,7 @@ from sslzoo.training.loop import TrainConfig, _generator, make_batch, make_optim
 from sslzoo.training.pretexts import Batch, Run, get_pretext
 from sslzoo.training.pretexts.deepcluster import nmi_table
 
-from .conftest import run_cli
+from .conftest import run_cli, train_killed_at
 
 
 @pytest.fixture(scope="module")
@@ -109,26 +104,14 @@ TINY = ["deepcluster-alexnet", "--limit", "320", "--batch-size", "32", "--epochs
         "--eval-limit", "64", "--no-progress", "--precision", "fp32"]
 
 
-def _step(ckpt):
-    with safe_open(str(ckpt), "pt") as f:
-        return int(f.metadata()["step"])
-
-
 def test_kill9_after_an_epoch_boundary_then_resume_is_bit_identical(tmp_path, fmnist_root):
     ref = tmp_path / "ref"
     run_cli("train", *TINY, "--out", ref, "--checkpoint-every", "100", check=True)
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "sslzoo", "train", *TINY, "--out", str(run), "--checkpoint-every", "2"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     ckpt = run / "checkpoint.safetensors"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and _step(ckpt) >= 12:  # 10 steps per epoch: inside the second epoch
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait() == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
-    killed_at = _step(ckpt)
+    # 10 steps per epoch: killed inside the second epoch
+    killed_at = train_killed_at([*TINY, "--out", run, "--checkpoint-every", "2"], ckpt, 12, tmp_path / "killed.log",
+                                timeout=300)
     assert 12 <= killed_at < 20
     res = run_cli("train", *TINY, "--out", run, "--checkpoint-every", "2", "--resume", check=True)
     assert f"at step {killed_at}/20" in res.stdout and "epoch 1:" not in res.stdout  # no re-clustering on resume

@@ -5,15 +5,9 @@ PSNR by hand, the discriminator as train-only plug-in state, and the CLI end to 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sslzoo import zoo
@@ -25,7 +19,7 @@ from sslzoo.training.pretexts.denoising import Denoising
 from sslzoo.zoo.pretexts import context_encoder as ce
 from sslzoo.zoo.pretexts import decoder, denoising
 
-from .conftest import run_cli
+from .conftest import run_cli, train_killed_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -266,11 +260,6 @@ def test_discriminator_is_train_only_state_with_its_optimiser(fmnist_images, tmp
     assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
 
 
-def _step(ckpt) -> int:
-    with safe_open(str(ckpt), "pt") as f:
-        return int(f.metadata()["step"])
-
-
 def test_cli_trains_the_denoiser_end_to_end(tmp_path, fmnist_root):
     out = tmp_path / "d"
     run_cli("train", "denoising-alexnet", "--out", out, "--limit", "64", "--batch-size", "16", "--epochs", "1",
@@ -297,18 +286,9 @@ def test_context_encoder_with_the_adversarial_term_kill9_then_resume_is_bit_iden
     assert any(k.startswith("pretext/adversary.disc.") for k in load_file(ref / "checkpoint.safetensors"))
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "sslzoo", "train", name, "--out", str(run), "--checkpoint-every", "1",
-                             *TINY_CE], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"),
-                            env=dict(os.environ, **ONE_THREAD))
     ckpt = run / "checkpoint.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and _step(ckpt) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait() == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
-    killed_at = _step(ckpt)
+    killed_at = train_killed_at([name, "--out", run, "--checkpoint-every", "1", *TINY_CE], ckpt, 3,
+                                tmp_path / "killed.log", env=ONE_THREAD)
     assert 3 <= killed_at < 10 and not (run / "model").exists()
 
     res = run_cli("train", name, "--out", run, "--checkpoint-every", "1", "--resume", *TINY_CE, env=ONE_THREAD,

@@ -1,9 +1,5 @@
 """The training loop: loss goes down, kill -9 + --resume gives the same bits, failures are clean."""
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -14,15 +10,10 @@ from sslzoo import zoo
 from sslzoo.training.augment import random_crop_flip, random_zoom_out
 from sslzoo.training.loop import TrainConfig, evaluate, lr_at, train
 
-from .conftest import run_cli
+from .conftest import checkpoint_step, run_cli, train_killed_at
 
 TINY = ["--limit", "640", "--batch-size", "16", "--epochs", "1", "--warmup-steps", "4",
         "--eval-limit", "64", "--no-progress", "--precision", "fp32"]
-
-
-def _step(ckpt):
-    with safe_open(str(ckpt), "pt") as f:
-        return int(f.metadata()["step"])
 
 
 def test_loss_decreases_and_model_dir_is_written(tmp_path, fmnist_root):
@@ -56,17 +47,8 @@ def test_kill9_then_resume_is_bit_identical(tmp_path, fmnist_root):
     run_cli("train", "--out", ref, "--checkpoint-every", "40", *TINY, check=True)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "sslzoo", "train", "--out", str(run), "--checkpoint-every", "2", *TINY],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     ckpt = run / "checkpoint.safetensors"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and _step(ckpt) >= 6:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait() == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
-    killed_at = _step(ckpt)
+    killed_at = train_killed_at(["--out", run, "--checkpoint-every", "2", *TINY], ckpt, 6, tmp_path / "killed.log")
     assert 6 <= killed_at < 40
     assert not (run / "model").exists()
 
@@ -106,13 +88,13 @@ def test_resume_checks_the_precision_used_not_the_setting(tmp_path, fmnist_root,
     with pytest.raises(TrainingError, match="was trained in bf16, but --precision auto is fp32"):
         train(TrainConfig(**cfg, stop_after=4), resume=True)
     train(TrainConfig(**dict(cfg, precision="bf16"), stop_after=4), resume=True)
-    assert _step(tmp_path / "run" / "checkpoint.safetensors") == 4
+    assert checkpoint_step(tmp_path / "run" / "checkpoint.safetensors") == 4
 
 
 def test_stop_after_leaves_a_checkpoint_at_that_step(tmp_path, fmnist_root):
     out = tmp_path / "s"
     res = run_cli("train", "--out", out, "--stop-after", "3", "--checkpoint-every", "100", *TINY, check=True)
-    assert _step(out / "checkpoint.safetensors") == 3 and "resume with --resume" in res.stdout
+    assert checkpoint_step(out / "checkpoint.safetensors") == 3 and "resume with --resume" in res.stdout
 
 
 @pytest.mark.parametrize("name", ["jigsaw-alexnet.in1k", "rotation-resnet50.in1k"])
@@ -149,7 +131,7 @@ def _blow_up(out, checkpoint_every: int):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     state = load_file(out / "checkpoint.safetensors")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-    assert f"(step {_step(out / 'checkpoint.safetensors')}) kept" in res.stderr.replace("\n", "")
+    assert f"(step {checkpoint_step(out / 'checkpoint.safetensors')}) kept" in res.stderr.replace("\n", "")
     return res.stderr
 
 
@@ -178,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist_r
                       checkpoint_every=2, precision="fp32")
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 6; stopped, last good checkpoint .* \(step 6\) kept"):
         train(cfg)
-    assert _step(out / "checkpoint.safetensors") == 6 and not (out / "model").exists()
+    assert checkpoint_step(out / "checkpoint.safetensors") == 6 and not (out / "model").exists()
     state = load_file(out / "checkpoint.safetensors")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
