@@ -5,6 +5,7 @@ Lloyd iterations and the same initial centroids (so the inertias are comparable)
     .venv/bin/python benchmarks/bench_kmeans.py --threads 2                 # pixels, k = FMNIST_K
     .venv/bin/python benchmarks/bench_kmeans.py --model rotation-alexnet --threads 2   # conv5 features
     .venv/bin/python benchmarks/bench_kmeans.py --k-sweep 10,50,100,300,500  # NMI to the labels vs k
+    python benchmarks/bench_kmeans.py --device cuda --threads 16   # ours on the GPU, the others on 16 cores
 
 Features, as DeepCluster builds them each epoch: Fashion-MNIST's 60k training images, raw pixels (784
 dims; or ``--model``'s conv5 taps pooled to the probe grid, through the probe's feature cache),
@@ -77,9 +78,15 @@ def inertia64(x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor) ->
     return sum(((x[s:s + 8192].double() - c[assign[s:s + 8192]]) ** 2).sum().item() for s in range(0, len(x), 8192))
 
 
-def run_ours(x, k, iters, init, precision):
-    r = km.kmeans(x, k, iters, init=init, precision=precision)
-    return r.centroids, r.assign, {"it": iters, "reseeded": sum(r.reseeded), "precision": r.stats["precision"],
+def run_ours(x, k, iters, init, precision, device="cpu"):
+    """Ours on ``device`` (the features and centroids moved there first, untimed by the caller's
+    clock only if already there: the copy is part of the time, as it is for DeepCluster's features
+    that come off the GPU model)."""
+    dev = torch.device(device)
+    r = km.kmeans(x.to(dev), k, iters, init=init.to(dev), precision=precision)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return r.centroids.cpu(), r.assign.cpu(), {"it": iters, "reseeded": sum(r.reseeded), "precision": r.stats["precision"],
                                    "rechecked": r.stats["rows_rechecked_fp32"]}
 
 
@@ -117,8 +124,8 @@ def timed(fn, *a):
 def compare(args, x, labels) -> None:
     k, iters = args.k, args.iters
     init = km.initial_centroids(x, k, args.seed)  # k x d, shared by every method
-    methods = {"ours": lambda: run_ours(x, k, iters, init, args.precision),
-               "ours-fp32": lambda: run_ours(x, k, iters, init, "fp32"),
+    methods = {"ours": lambda: run_ours(x, k, iters, init, args.precision, args.device),
+               "ours-fp32": lambda: run_ours(x, k, iters, init, "fp32", args.device),
                "sklearn": lambda: run_sklearn(x, k, iters, init, args.threads)}
     faiss_note = ""
     if not args.no_faiss:
@@ -131,7 +138,7 @@ def compare(args, x, labels) -> None:
             faiss_note = ", faiss not installed (pip install faiss-cpu for its column)"
     # warm-up on a slice (library loading, thread pools, kernel selection), not timed
     xs = x[:max(2000, 2 * k)]
-    for name, fn in (("ours", lambda: run_ours(xs, k, 1, init, args.precision)),
+    for name, fn in (("ours", lambda: run_ours(xs, k, 1, init, args.precision, args.device)),
                      ("sklearn", lambda: run_sklearn(xs, k, 1, init, args.threads))):
         fn()
     if "faiss" in methods:
@@ -140,7 +147,8 @@ def compare(args, x, labels) -> None:
     import sklearn
     print(f"k = {k}, {iters} Lloyd iterations + the final assignment, same initial centroids (seed {args.seed}); "
           f"{args.repeat} runs each, alternated; torch {torch.__version__}, scikit-learn {sklearn.__version__}"
-          f"{faiss_note}; {machine('cpu')} (threads for every method: {args.threads}, os.cpu_count() {os.cpu_count()})")
+          f"{faiss_note}; ours on {machine(args.device)}; the others on {machine('cpu')} "
+          f"(threads for every method: {args.threads}, os.cpu_count() {os.cpu_count()})")
     runs: dict[str, list] = {m: [] for m in methods}
     for _ in range(args.repeat):
         for name, fn in methods.items():
@@ -208,6 +216,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each method, alternated (default %(default)s)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto", help="ours' GEMM (default auto)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="where ours runs (cpu or cuda); the others run on the CPU")
     ap.add_argument("--pca-dim", type=int, default=km.PCA_DIM)
     ap.add_argument("--train-limit", type=int, default=None, help="first N training images (default all 60000)")
     ap.add_argument("--model", default=None, help="cluster this zoo model's features instead of raw pixels")

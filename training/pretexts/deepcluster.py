@@ -15,6 +15,7 @@ clusters the trained model predicts (its top layer) and the labels.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
@@ -86,6 +87,7 @@ class DeepCluster(Classification):
         return torch.cat(feats)
 
     def begin_epoch(self, run: Run, epoch: int) -> list[nn.Parameter]:
+        t0 = time.perf_counter()
         z, _ = kmeans.pca_whiten(self.cluster_features(run), self.pca_dim)
         result = kmeans.kmeans(kmeans.l2_normalize(z), self.k, iters=self.iters, seed=run.seed * 1_000_003 + epoch)
         previous, self.pseudo_labels = self.pseudo_labels, result.assign.to(self.pseudo_labels.device)
@@ -94,9 +96,10 @@ class DeepCluster(Classification):
         if len(previous):
             history.setdefault("nmi_to_previous_epoch", []).append(round(kmeans.nmi(result.assign.cpu(), previous.cpu()), 4))
         history.setdefault("empty_clusters_reseeded", []).append(int(sum(result.reseeded)))
+        seconds = time.perf_counter() - t0  # the assignment is on the CPU by now: the GPU's work is done
         run.log(f"epoch {epoch}: {int((result.sizes > 0).sum())} clusters, NMI to the labels "
                 f"{history['nmi_to_labels'][-1]:.4f}" + (f", to the previous epoch {history['nmi_to_previous_epoch'][-1]:.4f}"
-                                                        if len(previous) else ""))
+                                                        if len(previous) else "") + f" (clustering pass {seconds:.1f} s)")
         top = run.model.head.top
         g = torch.Generator().manual_seed(run.seed * 1_000_003 + epoch)
         with torch.no_grad():  # drawn on the CPU from a seeded generator: the same on any device
