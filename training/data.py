@@ -181,4 +181,7 @@ def load_dataset(spec: str, split: str = "train", *, root: str | Path | None = N
             return load_imagefolder(path / split, data_config or {})
         train = path / "train" if (path / "train").is_dir() else path
         return holdout_split(load_imagefolder(train, data_config or {}), split)
-    raise DataError(f"unknown dataset {spec!r}: use fashion-mnist or imagefolder:PATH")
+    if spec == "photos" or spec.startswith("photos:"):  # unlabelled colour photos' crops (training/photos.py)
+        from .photos import load_photos
+        return load_photos(split, spec[len("photos:"):] or None, data_config=data_config)
+    raise DataError(f"unknown dataset {spec!r}: use fashion-mnist, imagefolder:PATH, photos or photos:PATH")
