@@ -111,6 +111,19 @@ def train(
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="the --out directory of sslzoo train"),
+    device: str = typer.Option("cpu", help="cpu or cuda (for the final metric)"),
+):
+    """RUN_DIR/checkpoint.safetensors -> RUN_DIR/model, measured and saved as train would at that step
+    (a run cut before its end still gives a model; its provenance says where it stopped)."""
+    from sslzoo.training.loop import export as run
+
+    with friendly_errors():
+        run(run_dir, device=device, log=out.print)
+
+
+@app.command()
 def evaluate(
     name_or_dir: str = typer.Argument(..., metavar="NAME_OR_DIR", help="zoo name, local model dir or hf-hub:ORG/NAME\\[@REV]"),
     data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH (its test split)"),

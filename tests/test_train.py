@@ -91,10 +91,22 @@ def test_resume_checks_the_precision_used_not_the_setting(tmp_path, fmnist_root,
     assert checkpoint_step(tmp_path / "run" / "checkpoint.safetensors") == 4
 
 
-def test_stop_after_leaves_a_checkpoint_at_that_step(tmp_path, fmnist_root):
+def test_stop_after_leaves_a_checkpoint_at_that_step_and_export_makes_it_a_model(tmp_path, fmnist_root):
     out = tmp_path / "s"
     res = run_cli("train", "--out", out, "--stop-after", "3", "--checkpoint-every", "100", *TINY, check=True)
     assert checkpoint_step(out / "checkpoint.safetensors") == 3 and "resume with --resume" in res.stdout
+    assert not (out / "model").exists()
+    res = run_cli("export", out, check=True)
+    model = zoo.load(out / "model")  # the checkpoint's weights, measured and saved as train would
+    ckpt = load_file(out / "checkpoint.safetensors")
+    convs = {k[len("model/"):]: v for k, v in ckpt.items() if k.startswith("model/") and v.dim() == 4}
+    assert convs and all(torch.equal(v.half().float(), model.state_dict()[k]) for k, v in convs.items())
+    prov = model.config["provenance"]
+    assert prov["steps"] == 3 and prov["stopped_at"]["step"] == 3 and prov["stopped_at"]["of"] == 640 // 16
+    assert prov["command"] is None and prov["stopped_at"]["exported_with"].startswith("sslzoo export")
+    assert prov["pretext_metric"]["split"].startswith("fashion-mnist/test") and "saved" in res.stdout
+    bad = run_cli("export", tmp_path / "nowhere")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "nowhere" in bad.stderr + bad.stdout
 
 
 @pytest.mark.parametrize("name", ["jigsaw-alexnet.in1k", "rotation-resnet50.in1k"])

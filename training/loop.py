@@ -128,7 +128,7 @@ def save_checkpoint(path: Path, model, pretext: Pretext, opt, step: int, cfg: Tr
     tree = {"model": model.state_dict(), "pretext": pretext.state_dict(), "optimizer": opt.state_dict(),
             "history": run.history}
     meta = {"step": str(step), "config": json.dumps(asdict(cfg)), "elapsed": repr(elapsed),
-            "precision_used": resolved_precision(cfg.precision, run.device)}
+            "precision_used": resolved_precision(cfg.precision, run.device), "machine": machine(run.device)}
     checkpoint.save(path, tree, meta)
 
 
@@ -352,28 +352,47 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
                 log(f"stopped after step {step} (--stop-after), checkpoint {ckpt}; resume with --resume")
                 return out
     elapsed += time.perf_counter() - t_start
+    return finish(model, pretext, run, cfg, train_set, out, steps=total, elapsed=elapsed,
+                  batch_prep_share=prep_total / max(step_total, 1e-9), log=log)
 
-    test_set = load_dataset(cfg.data, "test", root=cfg.data_root, data_config=data_config)
+
+def _command() -> str | None:
+    """The sslzoo command line this process runs (``sslzoo ...`` or ``python -m sslzoo ...``), else None."""
+    exe = Path(sys.argv[0])
+    return " ".join(["sslzoo", *sys.argv[1:]]) if exe.name == "sslzoo" or exe.parent.name == "sslzoo" else None
+
+
+def finish(model, pretext: Pretext, run: Run, cfg: TrainConfig, train_set, out: Path, *, steps: int, elapsed: float,
+           batch_prep_share: float | None, log=print, machine_name: str | None = None,
+           stopped: dict | None = None) -> Path:
+    """The end of a run: the headline metric on the held-out split, provenance, OUT/model (Hub
+    layout) and the plug-in's extra files. ``stopped`` ({"step", "of"}): the run was exported from
+    a checkpoint before its last step (``sslzoo export``), and the provenance says so."""
+    device = run.device
+    test_set = load_dataset(cfg.data, "test", root=cfg.data_root, data_config=model.data_config)
     eval_set = pretext.eval_set(train_set, test_set).subset(cfg.eval_limit)
     round_to_storage(model)  # the metric recorded is that of the weights as saved (float16 conv/linear)
-    metrics = pretext_metrics(model, pretext, eval_set, device, bf16=bf16)
+    metrics = pretext_metrics(model, pretext, eval_set, device, bf16=run.bf16)
     record = headline(metrics, pretext, eval_set.name)
     log(f"{model.pretext} {record['name']} on {eval_set.name}: {record['value']:.4f}")
+    steps_per_epoch = len(train_set) // cfg.batch_size
     model.config["provenance"] = {
-        "trained_with": "sslzoo train",
-        "command": " ".join(["sslzoo", *sys.argv[1:]]) if Path(sys.argv[0]).name == "sslzoo" else None,
+        "trained_with": "sslzoo train" + (" (exported from a checkpoint with sslzoo export)" if stopped else ""),
+        "command": None if stopped else _command(),
         "train_config": asdict(cfg),
         "dataset": train_set.name,
         "train_images": len(train_set),
-        "steps": total,
-        "epochs": cfg.epochs,
+        "steps": steps,
+        "epochs": cfg.epochs if not stopped else round(steps / steps_per_epoch, 2),
+        **({"stopped_at": {**stopped, "exported_with": _command(), "note": f"the run was cut at step {stopped['step']} of {stopped['of']}: "
+                           "its learning-rate schedule did not reach its end"}} if stopped else {}),
         "seconds": round(elapsed, 1),
-        "machine": machine(device),
+        "machine": machine_name or machine(device),
         "torch": torch.__version__,
-        "precision": "bf16 autocast" if bf16 else "fp32",
+        "precision": "bf16 autocast" if run.bf16 else "fp32",
         "pretext_metric": record,
         **({"history": run.history} if run.history else {}),
-        "batch_prep_share": round(prep_total / max(step_total, 1e-9), 4),
+        **({"batch_prep_share": round(batch_prep_share, 4)} if batch_prep_share is not None else {}),
     }
     model_dir = out / "model"
     zoo.save_pretrained(model.float().to(memory_format=torch.contiguous_format).cpu(), model_dir)
@@ -382,3 +401,36 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
         atomic_write(model_dir / file, lambda tmp, t=tensors: save_file(t, tmp))
     log(f"saved {model_dir}")
     return model_dir
+
+
+def export(run_dir: str | Path, *, device: str = "cpu", log=print) -> Path:
+    """RUN_DIR/checkpoint.safetensors -> RUN_DIR/model, as ``train`` would have saved it at that
+    step: a run cut before its end (out of time, killed) still gives a loadable, measured model,
+    whose provenance records the step it stopped at."""
+    out = Path(run_dir)
+    ckpt, cfg_file = out / CHECKPOINT, out / "train_config.json"
+    for f in (ckpt, cfg_file):
+        if not f.is_file():
+            raise TrainingError(f"{f}: not found; sslzoo export takes the --out directory of sslzoo train")
+    try:
+        cfg = TrainConfig(**json.loads(cfg_file.read_text()))
+        tree, meta = checkpoint.load(ckpt, "cpu")
+    except (ValueError, TypeError) as e:
+        raise TrainingError(f"{cfg_file}: not a training configuration ({e})") from None
+    except checkpoint.CheckpointError as e:
+        raise TrainingError(str(e)) from None
+    dev = _device(device)
+    model = zoo.create(cfg.model)
+    pretext = get_pretext(model.pretext, model)
+    model.load_state_dict(tree["model"], strict=True)
+    pretext.load_train_state(tree["pretext"])
+    model, pretext = model.to(dev), pretext.to(dev)
+    train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=model.data_config).subset(cfg.limit)
+    run = Run(model, train_set.images.to(dev), train_set.labels, dev, _use_bf16(cfg.precision, dev), cfg.seed, log)
+    run.history.update(tree.get("history") or {})
+    step = int(meta["step"])
+    total = max(1, int(cfg.epochs * (len(train_set) // cfg.batch_size)))
+    model.eval()
+    return finish(model, pretext, run, cfg, train_set, out, steps=step, elapsed=float(meta.get("elapsed", "0")),
+                  batch_prep_share=None, log=log, machine_name=meta.get("machine"),
+                  stopped={"step": step, "of": total} if step < total else None)
