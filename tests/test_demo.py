@@ -32,6 +32,7 @@ EX = {p.name: p for p in zoo.example_images()}
 BOOT, TROUSER, CAT = EX["fmnist-0-ankle-boot.png"], EX["fmnist-2-trouser.png"], EX["chelsea.jpg"]
 ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
 DEEPCLUSTER = "deepcluster-alexnet"
+DENOISING, CONTEXT_ENCODER = "denoising-alexnet", "context-encoder-alexnet"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -472,11 +473,13 @@ def test_tab_registry_in_display_order():
     assert by_id["relpatch"].pretexts == ("relative-patch",)
     assert [by_id[i].pretexts for i in ("denoise", "inpaint", "clusters")] == [("denoising",), ("context-encoder",),
                                                                               ("deepcluster",)]
-    # untrained entries (denoising, context encoder) are not offered; shipped DeepCluster is
-    assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[], [], [DEEPCLUSTER]]
+    # every shipped entry is offered by its tab (entries without weights would not be)
+    assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[DENOISING], [CONTEXT_ENCODER],
+                                                                              [DEEPCLUSTER]]
     assert by_id["classify"].pretexts is None and by_id["classify"].models() == _core.models_for(probes=True)
     assert by_id["models"].pretexts is None and by_id["models"].models() == []  # reads cards, loads nothing
-    assert tabs.offered_models() == sorted({ROT, JIG, REL, DEEPCLUSTER, *_core.models_for(probes=True)})
+    assert tabs.offered_models() == sorted({ROT, JIG, REL, DENOISING, CONTEXT_ENCODER, DEEPCLUSTER,
+                                            *_core.models_for(probes=True)})
     assert tabs.preload_models() == tabs.offered_models()
 
 

@@ -128,7 +128,8 @@ def save_checkpoint(path: Path, model, pretext: Pretext, opt, step: int, cfg: Tr
     tree = {"model": model.state_dict(), "pretext": pretext.state_dict(), "optimizer": opt.state_dict(),
             "history": run.history}
     meta = {"step": str(step), "config": json.dumps(asdict(cfg)), "elapsed": repr(elapsed),
-            "precision_used": resolved_precision(cfg.precision, run.device), "machine": machine(run.device)}
+            "precision_used": resolved_precision(cfg.precision, run.device), "machine": machine(run.device),
+            "torch": torch.__version__}
     checkpoint.save(path, tree, meta)
 
 
@@ -363,7 +364,7 @@ def _command() -> str | None:
 
 
 def finish(model, pretext: Pretext, run: Run, cfg: TrainConfig, train_set, out: Path, *, steps: int, elapsed: float,
-           batch_prep_share: float | None, log=print, machine_name: str | None = None,
+           batch_prep_share: float | None, log=print, machine_name: str | None = None, torch_version: str | None = None,
            stopped: dict | None = None) -> Path:
     """The end of a run: the headline metric on the held-out split, provenance, OUT/model (Hub
     layout) and the plug-in's extra files. ``stopped`` ({"step", "of"}): the run was exported from
@@ -388,7 +389,7 @@ def finish(model, pretext: Pretext, run: Run, cfg: TrainConfig, train_set, out: 
                            "its learning-rate schedule did not reach its end"}} if stopped else {}),
         "seconds": round(elapsed, 1),
         "machine": machine_name or machine(device),
-        "torch": torch.__version__,
+        "torch": torch_version or torch.__version__,
         "precision": "bf16 autocast" if run.bf16 else "fp32",
         "pretext_metric": record,
         **({"history": run.history} if run.history else {}),
@@ -432,5 +433,5 @@ def export(run_dir: str | Path, *, device: str = "cpu", log=print) -> Path:
     total = max(1, int(cfg.epochs * (len(train_set) // cfg.batch_size)))
     model.eval()
     return finish(model, pretext, run, cfg, train_set, out, steps=step, elapsed=float(meta.get("elapsed", "0")),
-                  batch_prep_share=None, log=log, machine_name=meta.get("machine"),
+                  batch_prep_share=None, log=log, machine_name=meta.get("machine"), torch_version=meta.get("torch"),
                   stopped={"step": step, "of": total} if step < total else None)

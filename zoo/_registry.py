@@ -119,20 +119,20 @@ register(
 )
 
 # The reconstruction pretexts: the whole image at 96 px, decoded back from pool5 by up-convolutions
-# (zoo/pretexts/decoder.py). Weights not released yet (UNTRAINED): `sslzoo train NAME` makes them.
+# (zoo/pretexts/decoder.py).
 register(
     "denoising-alexnet",
-    Weights("fmnist", UNTRAINED, _alexnet("denoising", 1, FMNIST_96, noise="mask", noise_level=0.5, decoder_width=256),
+    Weights("fmnist", "package:denoising-alexnet.fmnist", _alexnet("denoising", 1, FMNIST_96, noise="mask", noise_level=0.5, decoder_width=256),
             meta={"dataset": "fashion-mnist", "paper": "Vincent et al., ICML 2008 (doi:10.1145/1390156.1390294)"}),
 )
 # The context encoder's variants are tags (pretext_args select them), so each can be trained and probed
 # by name: fmnist = random holes, L2 (the default); -central: the centre square; -adv: with the paper's
-# adversarial term (weight 0.001) from a train-only discriminator. After one epoch each, fmnist-central
-# probed better (+0.65..+1.55 pt over random holes at conv2..conv5): the candidate to ship as the default
-# once trained (tests/test_demo.py names these tags and expects the default to take random holes).
+# adversarial term (weight 0.001) from a train-only discriminator. Trained longer side by side, the
+# default (random holes, L2) probed best on average over conv1..conv5 and ships; the other tags are
+# trainable, their weights not released (UNTRAINED).
 register(
     "context-encoder-alexnet",
-    *(Weights(tag, UNTRAINED,
+    *(Weights(tag, "package:context-encoder-alexnet.fmnist" if tag == "fmnist" else UNTRAINED,
               _alexnet("context-encoder", 1, FMNIST_96, mask=mask, overlap=3, overlap_weight=10.0, adversarial=adv,
                        decoder_width=256),
               meta={"dataset": "fashion-mnist", "paper": "arXiv:1604.07379"})
