@@ -111,3 +111,29 @@ def picker(names, label="Model") -> gr.Dropdown:
 def missing(what: str) -> None:
     """What a tab shows instead of its controls when no model fits it."""
     gr.Markdown(f"No {what} model is installed, so this tab has nothing to show.")
+
+
+def reconstruction_panel(tab: str, names, fn, control, on_model, *, seed_label: str, button: str,
+                         images: tuple[str, str, str], figures: tuple[tuple[str, str], tuple[str, str]]) -> None:
+    """The reconstruction tabs' shared layout (Denoise, Inpaint): model, upload, the tab's own
+    ``control()`` (built in place; ``on_model(name)`` updates it when the model changes), seed and
+    button on the left; the summary, three images and two figures (``(label, element-id suffix)``)
+    on the right. ``fn(model, upload, control, seed)`` -> the three images, the two figures and
+    the summary, served as the API endpoint ``tab``."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            model = picker(names)
+            image = upload(tab)
+            setting = control()
+            seed = gr.Number(0, label=seed_label, precision=0, minimum=0, elem_id=f"{tab}-seed")
+            go = gr.Button(button, variant="primary")
+            examples(tab, image)
+        with gr.Column(scale=3):
+            summary = gr.Markdown(elem_classes="result-summary", elem_id=f"{tab}-summary")
+            with gr.Row():
+                pictures = [shown(caption) for caption in images]
+            with gr.Row():
+                numbers = [gr.Number(label=label, interactive=False, elem_id=f"{tab}-{suffix}")
+                           for label, suffix in figures]
+    model.change(safe(on_model), [model], [setting], api_visibility="private")
+    run(go, fn, [model, image, setting, seed], [*pictures, *numbers, summary], tab)

@@ -67,7 +67,7 @@ def denoise(model_name: str, upload, noise_level=None, seed=0):
 
 def build() -> None:
     """Model, upload, noise level, seed -> corrupted, restored, original and both PSNRs."""
-    from .._ui import examples, gr, missing, picker, run, safe, shown, upload
+    from .._ui import gr, missing, reconstruction_panel
 
     names = TAB.models()
     if not names:
@@ -78,29 +78,13 @@ def build() -> None:
         return gr.Slider(value=level, label=f"Noise level ({noise}; the model was trained at {level:g})")
 
     noise0, level0 = trained_noise(model_config(names[0]))
-    with gr.Row():
-        with gr.Column(scale=2):
-            model = picker(names)
-            image = upload("denoise")
-            level = gr.Slider(0, 1, value=level0, step=0.01, elem_id="denoise-level",
-                              label=f"Noise level ({noise0}; the model was trained at {level0:g})")
-            seed = gr.Number(0, label="Seed of the noise", precision=0, minimum=0, elem_id="denoise-seed")
-            go = gr.Button("Corrupt and restore", variant="primary")
-            examples("denoise", image)
-        with gr.Column(scale=3):
-            summary = gr.Markdown(elem_classes="result-summary", elem_id="denoise-summary")
-            with gr.Row():
-                corrupted = shown("Corrupted (the model's input)")
-                restored = shown("Restored by the model")
-                original = shown("Original (as the model sees it)")
-            with gr.Row():
-                psnr_in = gr.Number(label="PSNR corrupted vs original (dB)", interactive=False,
-                                    elem_id="denoise-psnr-in")
-                psnr_out = gr.Number(label="PSNR restored vs original (dB)", interactive=False,
-                                     elem_id="denoise-psnr-out")
-    model.change(safe(level_slider), [model], [level], api_visibility="private")
-    run(go, denoise, [model, image, level, seed], [corrupted, restored, original, psnr_in, psnr_out, summary],
-        "denoise")
+    reconstruction_panel(
+        "denoise", names, denoise,
+        lambda: gr.Slider(0, 1, value=level0, step=0.01, elem_id="denoise-level",
+                          label=f"Noise level ({noise0}; the model was trained at {level0:g})"),
+        level_slider, seed_label="Seed of the noise", button="Corrupt and restore",
+        images=("Corrupted (the model's input)", "Restored by the model", "Original (as the model sees it)"),
+        figures=(("PSNR corrupted vs original (dB)", "psnr-in"), ("PSNR restored vs original (dB)", "psnr-out")))
 
 
 TAB = Tab(id="denoise", title="Denoise", pretexts=("denoising",), build=build)

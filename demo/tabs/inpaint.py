@@ -70,7 +70,7 @@ def inpaint(model_name: str, upload, mask=None, seed=0):
 
 def build() -> None:
     """Model, upload, mask, seed -> masked, filled, original and the hole's PSNRs."""
-    from .._ui import examples, gr, missing, picker, run, safe, shown, upload
+    from .._ui import gr, missing, reconstruction_panel
 
     names = TAB.models()
     if not names:
@@ -82,28 +82,14 @@ def build() -> None:
                         label=f"Hole (the model was trained on {MASK_LABELS.get(kind, kind)} holes)")
 
     kind0 = trained_mask(model_config(names[0]))
-    with gr.Row():
-        with gr.Column(scale=2):
-            model = picker(names)
-            image = upload("inpaint")
-            mask = gr.Radio(MASK_CHOICES, value=MASK_LABELS.get(kind0, "random"), elem_id="inpaint-mask",
-                            label=f"Hole (the model was trained on {MASK_LABELS.get(kind0, kind0)} holes)")
-            seed = gr.Number(0, label="Seed of the random hole", precision=0, minimum=0, elem_id="inpaint-seed")
-            go = gr.Button("Cut a hole and fill it", variant="primary")
-            examples("inpaint", image)
-        with gr.Column(scale=3):
-            summary = gr.Markdown(elem_classes="result-summary", elem_id="inpaint-summary")
-            with gr.Row():
-                masked = shown("Masked (the model's input)")
-                filled = shown("Hole filled by the model")
-                original = shown("Original (as the model sees it)")
-            with gr.Row():
-                model_psnr = gr.Number(label="PSNR on the hole: the model's fill (dB)", interactive=False,
-                                       elem_id="inpaint-psnr-model")
-                mean_psnr = gr.Number(label="PSNR on the hole: the mean fill (dB)", interactive=False,
-                                      elem_id="inpaint-psnr-mean")
-    model.change(safe(mask_radio), [model], [mask], api_visibility="private")
-    run(go, inpaint, [model, image, mask, seed], [masked, filled, original, model_psnr, mean_psnr, summary], "inpaint")
+    reconstruction_panel(
+        "inpaint", names, inpaint,
+        lambda: gr.Radio(MASK_CHOICES, value=MASK_LABELS.get(kind0, "random"), elem_id="inpaint-mask",
+                         label=f"Hole (the model was trained on {MASK_LABELS.get(kind0, kind0)} holes)"),
+        mask_radio, seed_label="Seed of the random hole", button="Cut a hole and fill it",
+        images=("Masked (the model's input)", "Hole filled by the model", "Original (as the model sees it)"),
+        figures=(("PSNR on the hole: the model's fill (dB)", "psnr-model"),
+                 ("PSNR on the hole: the mean fill (dB)", "psnr-mean")))
 
 
 TAB = Tab(id="inpaint", title="Inpaint", pretexts=("context-encoder",), build=build)
