@@ -27,7 +27,7 @@ from sslzoo.training.augment import random_crop_flip, to_model_input
 from sslzoo.training._precision import machine
 from sslzoo.training.data import load_fashion_mnist
 from sslzoo.training.loop import (TrainConfig, _generator, _use_bf16, input_dtype, make_batch, make_optimizer,
-                                  train_step)
+                                  to_training_device, train_step)
 from sslzoo.training.pretexts import Run, get_pretext, trainable_models
 from sslzoo.zoo.pretexts import rotation
 
@@ -73,12 +73,6 @@ def after_step(model, opt, pretext, x_uint8, idx, dc, gen, bf16):
     return t1 - t0, time.perf_counter() - t0
 
 
-def on_device(model, device: torch.device):
-    """The model where the loop puts it (channels-last on a GPU, as training/loop.py does)."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
@@ -94,7 +88,7 @@ def main():
 
     # --- A/B: rotation before and after -----------------------------------------------------------
     torch.manual_seed(0)
-    base = on_device(zoo.create("rotation-alexnet").train(), device)
+    base = to_training_device(zoo.create("rotation-alexnet").train(), device)
     pretext = get_pretext("rotation", base)
     cfg = TrainConfig(lr=0.01).with_defaults(pretext.defaults)
     a, b = copy.deepcopy(base), copy.deepcopy(base)
@@ -130,7 +124,7 @@ def main():
         if not name.endswith(".fmnist") or (only and name not in only):
             continue
         torch.manual_seed(0)
-        model = on_device(zoo.create(name).train(), device)
+        model = to_training_device(zoo.create(name).train(), device)
         pt = get_pretext(model.pretext, model).to(device)
         run = Run(model, images, labels, device, bf16, seed=0, log=lambda line: None)
         pt.begin(run)

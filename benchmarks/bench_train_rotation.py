@@ -18,7 +18,8 @@ from PIL import Image
 
 from sslzoo import zoo
 from sslzoo.training.data import load_fashion_mnist
-from sslzoo.training.loop import TrainConfig, _generator, _use_bf16, input_dtype, make_batch, make_optimizer, train_step
+from sslzoo.training.loop import (TrainConfig, _generator, _use_bf16, input_dtype, make_batch, make_optimizer,
+                                  to_training_device, train_step)
 from sslzoo.training.pretexts import get_pretext
 
 
@@ -51,9 +52,7 @@ def main():
 
     data = load_fashion_mnist("train")
     torch.manual_seed(0)
-    model = zoo.create("rotation-alexnet").to(device).train()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = to_training_device(zoo.create("rotation-alexnet"), device).train()
     pretext, dc = get_pretext("rotation"), model.data_config
     cfg = TrainConfig(device=args.device)
     bf16 = _use_bf16(cfg.precision, device)

@@ -194,6 +194,13 @@ def train_step(model, opt, pretext: Pretext, inputs, targets, *, bf16: bool):
     return outputs, loss
 
 
+def to_training_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device`` as the loop trains it: channels-last on a GPU (its convolutions'
+    fast layout; the inputs follow in ``make_batch``)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -268,8 +275,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
     except UntrainableModel as e:
         raise TrainingError(str(e)) from None
     cfg = cfg.with_defaults(pretext.defaults)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = to_training_device(model, device)
     opt = make_optimizer(model, cfg)  # before the data: a bad --optimizer fails at once
     train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=data_config).subset(cfg.limit)
 
