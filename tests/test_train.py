@@ -107,6 +107,10 @@ def test_stop_after_leaves_a_checkpoint_at_that_step_and_export_makes_it_a_model
     assert prov["pretext_metric"]["split"].startswith("fashion-mnist/test") and "saved" in res.stdout
     bad = run_cli("export", tmp_path / "nowhere")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "nowhere" in bad.stderr + bad.stdout
+    cfg = json.loads((out / "train_config.json").read_text())
+    (out / "train_config.json").write_text(json.dumps(dict(cfg, model="jigsaw-alexnet")))  # not this checkpoint's model
+    bad = run_cli("export", out)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "does not hold a jigsaw-alexnet run" in bad.stderr + bad.stdout
 
 
 @pytest.mark.parametrize("name", ["jigsaw-alexnet.in1k", "rotation-resnet50.in1k"])

@@ -429,8 +429,11 @@ def export(run_dir: str | Path, *, device: str = "cpu", log=print) -> Path:
     dev = _device(device)
     model = zoo.create(cfg.model)
     pretext = get_pretext(model.pretext, model)
-    model.load_state_dict(tree["model"], strict=True)
-    pretext.load_train_state(tree["pretext"])
+    try:
+        model.load_state_dict(tree["model"], strict=True)
+        pretext.load_train_state(tree["pretext"])
+    except (KeyError, RuntimeError) as e:
+        raise TrainingError(f"{ckpt}: does not hold a {cfg.model} run ({str(e).splitlines()[0][:200]})") from None
     model, pretext = model.to(dev), pretext.to(dev)
     train_set = load_dataset(cfg.data, "train", root=cfg.data_root, data_config=model.data_config).subset(cfg.limit)
     run = Run(model, train_set.images.to(dev), train_set.labels, dev, _use_bf16(cfg.precision, dev), cfg.seed, log)
