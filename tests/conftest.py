@@ -1,5 +1,7 @@
+import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -42,11 +44,12 @@ def fmnist_root() -> Path:
 
 
 def checkpoint_step(ckpt) -> int:
-    """The step a training checkpoint was written at (its metadata)."""
-    from safetensors import safe_open
-
-    with safe_open(str(ckpt), "pt") as f:
-        return int(f.metadata()["step"])
+    """The step a training checkpoint was written at (its metadata). Read through one open file:
+    a running training replaces the checkpoint (atomically, by rename) while this polls it, and a
+    reader that opens the path twice (safetensors' safe_open does) can see two different files."""
+    with open(ckpt, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))  # safetensors: 8-byte header length, then the JSON header
+        return int(json.loads(f.read(size))["__metadata__"]["step"])
 
 
 def train_killed_at(args, ckpt: Path, at_least: int, log: Path, timeout: float = 120, env=None) -> int:
