@@ -77,7 +77,9 @@ def info(name: str = typer.Argument(..., help="zoo name, local model dir or hf-h
 @app.command()
 def train(
     model: str = typer.Argument("rotation-alexnet", help="zoo entry whose architecture and pretext to train"),
-    data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH"),
+    data: Optional[str] = typer.Option(None, help="fashion-mnist, photos (the natural photos installed here), "
+                                       "photos:PATH (a folder of large photos) or imagefolder:PATH; default: the "
+                                       "pretext's (photos for the colour pretexts, else fashion-mnist)"),
     data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (checkpoint, model/); default runs/MODEL"),
     epochs: Optional[float] = typer.Option(None, help="default: the pretext's recipe"),
@@ -126,14 +128,15 @@ def export(
 @app.command()
 def evaluate(
     name_or_dir: str = typer.Argument(..., metavar="NAME_OR_DIR", help="zoo name, local model dir or hf-hub:ORG/NAME\\[@REV]"),
-    data: str = typer.Option("fashion-mnist", help="fashion-mnist or imagefolder:PATH (its test split)"),
+    data: Optional[str] = typer.Option(None, help="fashion-mnist, photos, photos:PATH or imagefolder:PATH (its test "
+                                       "split); default: the data the model was trained on, else the pretext's"),
     data_root: Optional[Path] = typer.Option(None, help="directory with the Fashion-MNIST IDX files"),
     limit: Optional[int] = typer.Option(None, min=1, help="use only the first N test images"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     precision: str = typer.Option("auto", help="auto, bf16 or fp32"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ):
-    """Pretext accuracy (rotation, jigsaw permutation, patch position) on the test split, as train measures it."""
+    """The pretext's headline metric (rotation accuracy, hole PSNR, ab accuracy, ...) on the test split, as train measures it."""
     from sslzoo.training.loop import evaluate as run
 
     with friendly_errors():

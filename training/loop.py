@@ -43,7 +43,7 @@ class TrainingError(Exception):
 @dataclass
 class TrainConfig:
     model: str = "rotation-alexnet"  # registry entry (and tag) whose architecture is trained
-    data: str = "fashion-mnist"  # or imagefolder:PATH
+    data: str | None = None  # fashion-mnist, photos[:PATH] or imagefolder:PATH; None: the pretext's default
     data_root: str | None = None
     out: str = ""  # run directory; "" -> runs/<model>
     # The recipe: None takes the pretext plug-in's default (``Pretext.defaults``).
@@ -234,7 +234,7 @@ def headline(metrics: dict[str, float], pretext: Pretext, split: str) -> dict:
             "all": {k: round(v, 4) for k, v in metrics.items()}}
 
 
-def evaluate(name_or_dir: str, *, data: str = "fashion-mnist", data_root: str | None = None,
+def evaluate(name_or_dir: str, *, data: str | None = None, data_root: str | None = None,
              limit: int | None = None, device: str = "cpu", precision: str = "auto") -> dict:
     """The pretext's headline metric (and the others) on the held-out split, measured as ``train``
     measures it at the end (same deterministic puzzles / pairs / rotations / masks), so a shipped
@@ -244,6 +244,9 @@ def evaluate(name_or_dir: str, *, data: str = "fashion-mnist", data_root: str | 
     bf16 = _use_bf16(precision, dev)
     model = zoo.load(name_or_dir, device=dev)
     pretext = get_pretext(model.pretext, model).to(dev)
+    if data is None:  # the data the model was trained on, else the pretext's default
+        trained_on = ((model.config.get("provenance") or {}).get("train_config") or {}).get("data")
+        data = trained_on or pretext.defaults["data"]
     train_set, test_set = (load_dataset(data, split, root=data_root, data_config=model.data_config)
                            for split in ("train", "test"))
     eval_set = pretext.eval_set(train_set, test_set).subset(limit)
@@ -336,7 +339,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> Path:
 
             if step % 10 == 0 or step == total:
                 with torch.no_grad():
-                    name, value = next(iter(pretext.summarize(pretext.metrics(outputs.detach(), targets)).items()))
+                    name, value = next(iter(pretext.summarize(pretext.metrics(outputs, targets)).items()))  # no_grad: no graph
                 n = step - reported
                 stats = (f"loss {loss.item():.3f} {name} {value:.3f} "
                          f"{n * cfg.batch_size / step_s:,.0f} img/s, batch prep {100 * prep_s / step_s:.1f}%")

@@ -54,11 +54,12 @@ class AlexNet(nn.Module):
     ``front_end`` says what the convolutions see of the ``in_chans``-channel input (``_frontends``):
     None or ``gray`` / ``rgb`` the input itself, ``sobel`` its Sobel gradients (DeepCluster),
     ``lab_l`` / ``lab_ab`` the L or the ab channels of RGB in [0, 1] (the colour pretexts).
+    ``width`` scales every layer's channels (0.5: a half of the split-brain trunk, ``_split``).
     """
 
     layers = LAYERS
 
-    def __init__(self, in_chans: int = 3, front_end: str | None = None):
+    def __init__(self, in_chans: int = 3, front_end: str | None = None, width: float = 1.0):
         super().__init__()
         self.in_chans = in_chans
         cin = in_chans
@@ -66,6 +67,7 @@ class AlexNet(nn.Module):
             self.front = trunk_front_end(front_end, in_chans)
             cin = FRONT_END_CHANNELS[front_end]
         for name, (cout, k, s, p, _) in _SPEC.items():
+            cout = int(round(cout * width))  # width 0.5: the split-brain halves (32-96-192-128-128)
             self.add_module(name, _ConvBlock(cin, cout, k, s, p))
             cin = cout
         self.pool = nn.MaxPool2d(3, 2)
@@ -88,5 +90,5 @@ class AlexNet(nn.Module):
         return self.forward_taps(x)[1]
 
 
-def alexnet(in_chans: int = 3, front_end: str | None = None) -> AlexNet:
-    return AlexNet(in_chans=in_chans, front_end=front_end)
+def alexnet(in_chans: int = 3, front_end: str | None = None, width: float = 1.0) -> AlexNet:
+    return AlexNet(in_chans=in_chans, front_end=front_end, width=width)

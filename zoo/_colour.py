@@ -161,7 +161,8 @@ def ab_bins(grid: float = 10) -> torch.Tensor:
     point is a bin. At grid 10 this gives K = 261 (the authors' pts_in_hull.npy has 313: it reaches
     beyond the sRGB gamut). Computed once per grid (16.7M colours: under a second on 2 CPU threads).
     """
-    return _ab_bins(float(grid)).clone()
+    with torch.device("cpu"):  # also when a model is sized on the meta device (zoo's config check)
+        return _ab_bins(float(grid)).clone()
 
 
 # ---------------------------------------------------------------- soft encoding (k nearest bins)

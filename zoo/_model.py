@@ -11,10 +11,11 @@ from ._alexnets import BUILDERS as _AUTHORS_ALEXNETS
 from ._nin import nin
 from ._probe_head import LinearProbe
 from ._resnet import resnet50
+from ._split import alexnet_split
 from .pretexts import build_head
 
 # architecture name -> builder(**arch_args) -> trunk with .layers, .forward_taps, .num_features
-ARCHITECTURES = {"alexnet": alexnet}
+ARCHITECTURES = {"alexnet": alexnet, "alexnet_split": alexnet_split}
 ARCHITECTURES.update(_AUTHORS_ALEXNETS, nin=nin, resnet50=resnet50)  # the converted authors' trunks (zoo/_convert.py)
 
 

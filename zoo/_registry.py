@@ -140,6 +140,27 @@ register(
                              ("fmnist-central", "central", 0.0), ("fmnist-central-adv", "central", 0.001))),
 )
 
+# The colour pretexts learn on natural photos (``--data photos``: crops of the photos installed here)
+# and take RGB in [0, 1]; their trunks see L (colorization, the split-brain L half) or ab (the split-brain
+# ab half) through their front ends, so they are probed on gray Fashion-MNIST at 96 px like the others.
+PHOTOS_96 = {"input_size": [3, 96, 96], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "interpolation": "bilinear",
+             "crop_pct": 1.0, "channels": "RGB"}
+register(
+    "colorization-alexnet",
+    Weights("photos", UNTRAINED,
+            {**_alexnet("colorization", 3, PHOTOS_96, grid=10.0, neighbours=5, sigma=5.0, rebalance=0.5,
+                        temperature=0.38, decoder_width=256), "arch_args": {"in_chans": 3, "front_end": "lab_l"}},
+            meta={"dataset": "photos", "paper": "arXiv:1603.08511"}),
+)
+register(
+    "split-brain-alexnet",
+    Weights("photos", UNTRAINED,
+            {"architecture": "alexnet_split", "arch_args": {"in_chans": 3}, "pretext": "split-brain",
+             "pretext_args": {"l_bins": 50, "grid": 10.0, "neighbours": 5, "sigma": 5.0, "rebalance": 0.5,
+                              "temperature": 0.38, "decoder_width": 128}, "data_config": PHOTOS_96},
+            meta={"dataset": "photos", "paper": "arXiv:1611.09842"}),
+)
+
 # The authors' released checkpoints (zoo/_sources.py): `sslzoo convert SOURCE FILE` stores each under
 # its name in the local zoo store, where "store:<name>" sources resolve (zoo.resolve says how to get
 # the file until then). Tags are added to existing entries without changing their default tag.

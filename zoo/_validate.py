@@ -228,6 +228,7 @@ _ARCH_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "avg_on_conv3": _bool,
     "front_end": lambda w, f, v: v if v is None else _text(w, f, v, tuple(FRONT_ENDS)),
     "layer4_stride": lambda w, f, v: _int(w, f, v, 1, 2),
+    "width": lambda w, f, v: _number(w, f, v, 0.0625, 4, "a channel multiplier in 1/16..4"),
 }
 _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "hidden": lambda w, f, v: _int(w, f, v, 1, MAX_WIDTH),
@@ -246,6 +247,13 @@ _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "overlap": lambda w, f, v: _int(w, f, v, 0, MAX_SIDE // 4),
     "overlap_weight": lambda w, f, v: _number(w, f, v, 0, 1000),
     "adversarial": lambda w, f, v: _number(w, f, v, 0, 1),
+    # colour heads (zoo/pretexts/colorization.py, split_brain.py)
+    "grid": lambda w, f, v: _number(w, f, v, 2, 50, "the ab grid's step in Lab units, 2..50"),
+    "neighbours": lambda w, f, v: _int(w, f, v, 1, 32),
+    "sigma": lambda w, f, v: _number(w, f, v, 0.1, 100),
+    "rebalance": lambda w, f, v: _number(w, f, v, 0, 1, "lambda in 0..1"),
+    "temperature": lambda w, f, v: _number(w, f, v, 0.01, 10),
+    "l_bins": lambda w, f, v: _int(w, f, v, 2, 1000),
 }
 
 

@@ -43,7 +43,7 @@ from typing import Callable
 from .._core import get_model, models_for
 
 # display order; a new tab = its module name here
-MODULES = ("rotation", "jigsaw", "relpatch", "denoise", "inpaint", "clusters", "classify", "models")
+MODULES = ("rotation", "jigsaw", "relpatch", "denoise", "inpaint", "colorize", "clusters", "classify", "models")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ run (``begin``, ``begin_epoch``, ``epoch_order``, ``eval_set``). Inference piece
 rotations, heads) come from ``sslzoo.zoo.pretexts``. Importing a module registers its plug-in."""
 from __future__ import annotations
 
-from . import context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation  # noqa: F401  (each registers its plug-in)
+from . import colorization, context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation, split_brain  # noqa: F401  (each registers its plug-in)
 from ._protocol import (PRETEXTS, Batch, Classification, Pretext, Run, UntrainableModel, get_pretext, register,
                         trainable_models)
 from .jigsaw import Jigsaw

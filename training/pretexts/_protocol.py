@@ -74,7 +74,7 @@ class Pretext(nn.Module):
 
     name: ClassVar[str]
     # Recipe defaults the CLI starts from; --optimizer / --lr / ... override them.
-    defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+    defaults: ClassVar[dict[str, Any]] = {"data": "fashion-mnist", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
                                           "epochs": 10.0, "batch_size": 128, "warmup_steps": 100}
     higher_is_better: ClassVar[bool] = True  # of the headline metric
 

@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation
+from . import colorization, context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation, split_brain
 
-_MODULES = (rotation, jigsaw, relpatch, deepcluster, denoising, context_encoder)
+_MODULES = (rotation, jigsaw, relpatch, deepcluster, denoising, context_encoder, colorization, split_brain)
 
 # pretext name -> build_head(trunk, input_size, **pretext_args) -> head module
 HEADS: dict[str, Callable[..., nn.Module]] = {m.PRETEXT: m.build_head for m in _MODULES}
