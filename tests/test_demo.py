@@ -466,7 +466,7 @@ def test_tab_registry_in_display_order():
 
     assert [(t.id, t.title) for t in tabs.TABS] == [("rotation", "Rotation"), ("jigsaw", "Jigsaw"),
                                                     ("relpatch", "Relative patch"), ("denoise", "Denoise"),
-                                                    ("inpaint", "Inpaint"), ("clusters", "Clusters"),
+                                                    ("inpaint", "Inpaint"), ("colorize", "Colorize"), ("clusters", "Clusters"),
                                                     ("classify", "Classify (linear probe)"), ("models", "Models")]
     by_id = {t.id: t for t in tabs.TABS}
     assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT], [JIG], [REL]]
