@@ -9,7 +9,6 @@ torchvision's ROOT/FashionMNIST/raw), or, when online, a download of the four .g
 """
 from __future__ import annotations
 
-import gzip
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -18,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslzoo.zoo import _fmnist
 from sslzoo.zoo._hub import atomic_write
 from sslzoo.zoo._transforms import convert_channels
 
-FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-FMNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_CLASSES = list(_fmnist.CLASSES)
+FMNIST_SYSTEM_ROOT = _fmnist.SYSTEM_ROOT
 _FMNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_IDX_DTYPES = {0x08: np.uint8}
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's mirror
 
 
@@ -51,30 +49,11 @@ class ImageSet:
 
 
 def read_idx(path: Path, gzipped: bool | None = None) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not (None: by the .gz suffix)."""
-    path = Path(path)
-    opener = gzip.open if (path.suffix == ".gz" if gzipped is None else gzipped) else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic {data[:4].hex()})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if len(data) != header + int(np.prod(shape)):
-        raise DataError(f"{path}: size {len(data)} does not match its header {shape} (truncated?)")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    """Read an IDX file (the MNIST format), gzipped or not (None: by the .gz suffix); DataError if bad."""
+    return _fmnist.read_idx(path, gzipped, error=DataError)
 
 
-def _find(root: Path, stem: str) -> Path | None:
-    for d in (root, root / "FashionMNIST" / "raw", root / "raw"):
-        for name in (stem, stem + ".gz"):
-            if (d / name).is_file():
-                return d / name
-    return None
+_find = _fmnist.find_idx
 
 
 def default_data_dir() -> Path:
