@@ -9,7 +9,7 @@
 #    loader's system folder;
 # 2. end to end: every MODEL trained for one short epoch (2000 images) with `sslzoo train --device
 #    cuda`, all at once: a model that fails here is left out of the rest;
-# 3. k-means on the GPU against scikit-learn on the CPU cores (benchmarks/bench_kmeans.py);
+# 3. the GPU benchmarks (BENCHES: k-means, colour targets, Exemplar's and Counting's batch views);
 # 4. timing: every MODEL for 50 steps on all 60k images, all at once (as in step 5), each log line
 #    time-stamped: seconds per step under that load and DeepCluster's clustering pass;
 # 5. the real runs: every MODEL with the most whole epochs that fit what is left of BUDGET_S, all at
@@ -20,8 +20,7 @@
 set -u
 BUDGET=${1:-540}
 shift || true
-MODELS=${*:-denoising-alexnet.fmnist context-encoder-alexnet.fmnist context-encoder-alexnet.fmnist-central \
-context-encoder-alexnet.fmnist-adv context-encoder-alexnet.fmnist-central-adv deepcluster-alexnet.fmnist}
+MODELS=${*:-exemplar-alexnet.fmnist counting-alexnet.fmnist multi-task-alexnet.fmnist}
 T0=$(date +%s)
 OUT=${OUT:-/tmp/gpu-session-out}
 W=/tmp/gpu-session
@@ -60,8 +59,17 @@ for m in $MODELS; do
 done
 echo "end to end OK:$OK ($(left) s left)"
 
-# 3. k-means on the GPU (ours) vs scikit-learn (16 CPU threads)
-timeout 60 python3 benchmarks/bench_kmeans.py --device "$DEVICE" --threads 16 --repeat 2 --no-faiss 2>&1 | tee "$W/logs/bench_kmeans.log"
+# 3. the benchmarks that compare our GPU path with the usual CPU way (each a line of BENCHES, at most
+#    60 s each): k-means vs scikit-learn, colour targets vs scikit-image/-learn, batch views vs per-sample
+BENCHES=${BENCHES:-"bench_kmeans.py --threads 16 --repeat 2 --no-faiss
+bench_colour.py --threads 16
+bench_exemplar.py --threads 16
+bench_counting.py --threads 16"}
+while IFS= read -r b; do
+  [ -n "$b" ] || continue
+  name=${b%%.py*}
+  timeout 60 python3 benchmarks/$b --device "$DEVICE" 2>&1 | tee "$W/logs/$name.log"
+done <<< "$BENCHES"
 echo "($(left) s left)"
 
 # 4. timing under the real load
@@ -75,29 +83,32 @@ PLAN=$(python3 - "$T_TIME" "$(( $(left) - RESERVE ))" "$W/logs" "$TIME_STEPS" $O
 import re, sys, statistics
 t_start, avail, logs, n, models = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 half = n // 2
-info = {}
+info, totals = {}, {}
 for m in models:
     steps, epoch0 = {}, None
     for line in open(f"{logs}/time-{m}.log"):
         t, _, text = line.partition(" ")
-        if (s := re.match(r"step (\d+)/", text)):
+        if (s := re.match(r"step (\d+)/(\d+)", text)):
             steps[int(s.group(1))] = float(t)
+            total = int(s.group(2))
         if text.startswith("epoch 0:"):
             epoch0 = float(t)
     if half not in steps or n not in steps:
         print(f"# {m}: no timing (log lines {sorted(steps)})", file=sys.stderr); continue
     per_step = (steps[n] - steps[half]) / (n - half)
     info[m] = (per_step, steps[half] - t_start - half * per_step, epoch0)
+    totals[m] = total  # the recipe's steps (its default epochs)
 startup = statistics.median(v[1] for m, v in info.items() if v[2] is None) if any(v[2] is None for v in info.values()) else 20
-steps_per_epoch = 60000 // 128
+import json
 for m, (per_step, start, epoch0) in info.items():
+    steps_per_epoch = totals[m] / json.load(open(f"{logs}/../time/{m}/train_config.json"))["epochs"]
     cluster = max(0.0, start - startup) if epoch0 is not None else 0.0
     epoch_s = steps_per_epoch * per_step + cluster
-    epochs = int((avail - 60 - startup - 30 - cluster) // (1.6 * epoch_s))  # 30 s: the final metric and the save;
+    epochs = round((avail - 60 - startup - 30 - cluster) / (1.6 * epoch_s), 1)  # 30 s: the final metric and the save;
     # 1.6: the slow-down seen in the first session between this measurement and the real runs
     print(f"# {m}: {1e3 * per_step:.1f} ms/step, start-up {start:.1f} s, clustering {cluster:.1f} s, "
           f"epoch {epoch_s:.1f} s -> {epochs} epochs in {avail:.0f} s", file=sys.stderr)
-    if epochs >= 1:
+    if epochs >= 0.5:
         print(f"{m}={epochs}")
 EOF
 )

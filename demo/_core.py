@@ -75,7 +75,7 @@ def pretext_model(name: str, pretext: str) -> zoo.PretextModel:
     m = get_model(name)
     if pretext not in m.pretexts:
         raise DemoError(f"{name} is a {'/'.join(m.pretexts)} model; this tab needs a {pretext} model")
-    return m
+    return m.for_pretext(pretext)  # a multi-task model: the view with that task's head
 
 
 def config_pretexts(cfg: dict) -> tuple[str, ...]:
@@ -83,7 +83,8 @@ def config_pretexts(cfg: dict) -> tuple[str, ...]:
     it; () for a converted trunk saved without its pretext head (``pretext_args`` None)."""
     if cfg.get("pretext_args", {}) is None or not cfg.get("pretext"):
         return ()
-    return (cfg["pretext"],)
+    tasks = (cfg.get("pretext_args") or {}).get("tasks") if cfg["pretext"] == "multi-task" else None
+    return tuple(tasks) if isinstance(tasks, dict) else (cfg["pretext"],)
 
 
 def extra_models() -> list[str]:

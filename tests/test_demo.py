@@ -466,8 +466,8 @@ def test_tab_registry_in_display_order():
 
     assert [(t.id, t.title) for t in tabs.TABS] == [("rotation", "Rotation"), ("jigsaw", "Jigsaw"),
                                                     ("relpatch", "Relative patch"), ("denoise", "Denoise"),
-                                                    ("inpaint", "Inpaint"), ("colorize", "Colorize"), ("clusters", "Clusters"),
-                                                    ("classify", "Classify (linear probe)"), ("models", "Models")]
+                                                    ("inpaint", "Inpaint"), ("colorize", "Colorize"), ("exemplar", "Exemplar"), ("counting", "Counting"), ("clusters", "Clusters"),
+                                                    ("retrieval", "Retrieval"), ("classify", "Classify (linear probe)"), ("models", "Models")]
     by_id = {t.id: t for t in tabs.TABS}
     assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT], [JIG], [REL]]
     assert by_id["relpatch"].pretexts == ("relative-patch",)
@@ -477,6 +477,7 @@ def test_tab_registry_in_display_order():
     assert [by_id[i].models() for i in ("denoise", "inpaint", "clusters")] == [[DENOISING], [CONTEXT_ENCODER],
                                                                               [DEEPCLUSTER]]
     assert by_id["classify"].pretexts is None and by_id["classify"].models() == _core.models_for(probes=True)
+    assert by_id["retrieval"].pretexts is None and by_id["retrieval"].models() == _core.models_for()  # any pretext
     assert by_id["models"].pretexts is None and by_id["models"].models() == []  # reads cards, loads nothing
     assert tabs.offered_models() == sorted({ROT, JIG, REL, DENOISING, CONTEXT_ENCODER, DEEPCLUSTER,
                                             *_core.models_for(probes=True)})
@@ -572,15 +573,17 @@ def test_api_every_endpoint(client):
     from gradio_client import handle_file
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    # a Denoise / Inpaint / Clusters tab whose zoo entry has shipped weights has its endpoint; one whose entry
-    # is still untrained shows its "no model installed" line instead (test_api_new_tabs serves all three)
-    new_tabs = {"denoising": "/denoise", "context-encoder": "/inpaint", "deepcluster": "/clusters"}
-    shipped = {what for what in new_tabs if _core.models_for(what)}
-    assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info",
-                        *(new_tabs[w] for w in shipped)}
+    # a tab whose zoo entries have shipped weights has its endpoint; one whose entries are all still
+    # untrained shows its "no model installed" line instead (test_api_new_tabs serves the first three)
+    new_tabs = {"/denoise": ("denoising",), "/inpaint": ("context-encoder",), "/clusters": ("deepcluster",),
+                "/colorize": ("colorization", "split-brain"), "/exemplar": ("exemplar",), "/counting": ("counting",)}
+    shipped = {e for e, pretexts in new_tabs.items() if any(_core.models_for(p) for p in pretexts)}
+    assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/classify", "/model_info", "/retrieval",
+                        *shipped}
     texts = " ".join(str(c.get("props", {}).get("value")) for c in client.config["components"])
-    for what in new_tabs:
-        assert (f"No {what} model is installed, so this tab has nothing to show." in texts) == (what not in shipped)
+    for endpoint, pretexts in new_tabs.items():
+        line = f"No {' or '.join(pretexts)} model is installed, so this tab has nothing to show."
+        assert (line in texts) == (endpoint not in shipped), endpoint
     turned, label, upright, gallery, summary = client.predict(ROT, handle_file(str(BOOT)), "270°", api_name="/rotation")
     assert label["label"] == "270°" and len(gallery) == 4 and "you turned it by 270°: right" in summary
     assert os.path.isfile(upright["path"] if isinstance(upright, dict) else upright)
@@ -608,8 +611,10 @@ def test_api_new_tabs(made, monkeypatch, bad):
     try:
         client = Client(url, verbose=False, download_files=False)
         api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-        assert set(api) == {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/denoise", "/inpaint", "/clusters",
-                            "/classify", "/model_info"}
+        assert {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch", "/denoise", "/inpaint", "/clusters", "/classify",
+                "/model_info", "/retrieval"} <= set(api) <= {"/rotation", "/jigsaw", "/jigsaw_random", "/relpatch",
+                                                             "/denoise", "/inpaint", "/clusters", "/classify", "/model_info",
+                                                             "/retrieval", "/colorize", "/exemplar", "/counting"}
         *images, psnr_in, psnr_out, summary = client.predict(made[DN], handle_file(str(BOOT)), 0.25, 4, api_name="/denoise")
         local = denoise_tab.denoise(made[DN], BOOT, 0.25, 4)
         assert len(images) == 3 and (psnr_in, psnr_out) == local[3:5] and summary == local[5]

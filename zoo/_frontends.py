@@ -79,12 +79,20 @@ class SobelGray(nn.Conv2d):
 
 
 class LabChroma(nn.Module):
-    """RGB in [0, 1] -> (a*, b*) / 110: two channels in about [-1, 1] (split-brain's ab half)."""
+    """RGB in [0, 1] -> (a*, b*) / 110: two channels in about [-1, 1] (split-brain's ab half).
+
+    A gray pixel (R = G = B) converts to |a|, |b| up to ~0.005, not 0: the sRGB matrix's rows sum to
+    a white a hair off D65's (scikit-image's conversion does the same), so its "chroma" is a smooth
+    function of L. A network and a standardising linear probe read L back from it, so values below
+    ``FLOOR`` (0.01 Lab units: far below any colour an 8-bit image can hold) are set to exactly 0."""
+
+    FLOOR = 0.01
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from ._colour import rgb_to_lab
 
-        return rgb_to_lab(x)[:, 1:] / 110.0
+        ab = rgb_to_lab(x)[:, 1:]
+        return ab.masked_fill(ab.abs() < self.FLOOR, 0.0) / 110.0
 
 
 FRONT_ENDS = {"rgb": nn.Identity, "gray": nn.Identity, "sobel": Sobel, "lab_l": LabLightness, "lab_ab": LabChroma,

@@ -1,6 +1,7 @@
 """``PretextModel``: a trunk with taps, a pretext head, optional linear-probe heads, and its data config."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ class PretextModel(nn.Module):
         self.head: nn.Module | None = None  # pretext_args None: a converted trunk without its pretext head
         if pretext_args is not None:
             self.head = build_head(self.pretext, self.trunk, (c, h, w), **pretext_args)  # sized from the trunk
+            self.pretexts = tuple(getattr(self.head, "pretexts", self.pretexts))  # a multi-task head: its tasks
         self.probes = nn.ModuleDict()
         probe_cfg = config.get("probe") or {}
         for layer, spec in probe_cfg.get("heads", {}).items():
@@ -70,6 +72,25 @@ class PretextModel(nn.Module):
         return self.head(self.trunk, x)
 
     forward = predict_pretext
+
+    def for_pretext(self, pretext: str) -> "PretextModel":
+        """This model as a ``pretext`` model: itself, or for a multi-task model a view sharing its
+        trunk, probes and data config whose head is that task's (``predict_pretext`` answers that task
+        only), so every single-task helper and demo tab takes it as it is."""
+        if pretext not in self.pretexts:
+            raise ValueError(f"{self.name} cannot predict {pretext!r}; it predicts {', '.join(self.pretexts)}")
+        if self.pretexts == (self.pretext,):
+            return self
+        from .pretexts.multi_task import TaskHead
+
+        view = copy.copy(self)  # a new module object: its own registries, the same submodules
+        view.__dict__.update(_modules=dict(self._modules), _parameters=dict(self._parameters),
+                             _buffers=dict(self._buffers))
+        args = (self.config.get("pretext_args") or {}).get("tasks", {}).get(pretext, {})
+        view.config = {**self.config, "pretext": pretext, "pretext_args": args, "multi_task": self.name}
+        view.pretext, view.pretexts = pretext, (pretext,)
+        view.head = TaskHead(self.head, pretext)
+        return view
 
     def classify(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """Linear-probe class logits (B x num_classes) from the probe head stored for ``layer``."""

@@ -140,6 +140,41 @@ register(
                              ("fmnist-central", "central", 0.0), ("fmnist-central-adv", "central", 0.001))),
 )
 
+# Exemplar: 6000 seed images of the training set, each a surrogate class seen under random deformations
+# (training/pretexts/exemplar.py says why 6000), whole image at 96 px; trainable, weights not released yet.
+register(
+    "exemplar-alexnet",
+    Weights("fmnist", UNTRAINED, _alexnet("exemplar", 1, FMNIST_96, num_classes=6000, hidden=512, loss="softmax",
+                                          deformations=4),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1406.6909"}),
+)
+
+# Counting: D(x) and the 2x2 tiles of the image enlarged to 192 px, each at 96 px, counts of 1000 dims
+# (the paper's); trainable, weights not released yet.
+register(
+    "counting-alexnet",
+    Weights("fmnist", UNTRAINED, _alexnet("counting", 1, FMNIST_96, hidden=512, count_dim=1000),
+            meta={"dataset": "fashion-mnist", "paper": "arXiv:1708.06734"}),
+)
+
+# Multi-task: one trunk, the heads of rotation, relative patch, jigsaw and exemplar as their own models
+# have them (same arguments), the four losses summed with weight 1; every task sees the same gray
+# Fashion-MNIST images (the paper's harmonisation); the whole image at 96 px for features and probes.
+# fmnist-lasso: each head reads a learned sparse combination of conv1..conv5 (zoo/pretexts/multi_task.py).
+MULTI_TASKS = {
+    "rotation": {"hidden": 512},
+    "relative-patch": {"hidden": 512, "cell": 76, "tile": 64},
+    "jigsaw": {"num_permutations": 1000, "permutation_seed": 0, "tile_hidden": [1024, 512], "hidden": 512, "cell": 76,
+               "tile": 64},
+    "exemplar": {"num_classes": 6000, "hidden": 512, "loss": "softmax", "deformations": 4},
+}
+register(
+    "multi-task-alexnet",
+    *(Weights(tag, UNTRAINED, _alexnet("multi-task", 1, FMNIST_96, tasks=MULTI_TASKS, weights=None, lasso=lasso),
+              meta={"dataset": "fashion-mnist", "paper": "arXiv:1708.07860"})
+      for tag, lasso in (("fmnist", False), ("fmnist-lasso", True))),
+)
+
 # The colour pretexts learn on natural photos (``--data photos``: crops of the photos installed here)
 # and take RGB in [0, 1]; their trunks see L (colorization, the split-brain L half) or ab (the split-brain
 # ab half) through their front ends, so they are probed on gray Fashion-MNIST at 96 px like the others.

@@ -247,6 +247,10 @@ _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "overlap": lambda w, f, v: _int(w, f, v, 0, MAX_SIDE // 4),
     "overlap_weight": lambda w, f, v: _number(w, f, v, 0, 1000),
     "adversarial": lambda w, f, v: _number(w, f, v, 0, 1),
+    # the multi-task head (zoo/pretexts/multi_task.py)
+    "tasks": lambda w, f, v: _tasks(w, f, v),
+    "weights": lambda w, f, v: _task_weights(w, f, v),
+    "lasso": _bool,
     # colour heads (zoo/pretexts/colorization.py, split_brain.py)
     "grid": lambda w, f, v: _number(w, f, v, 2, 50, "the ab grid's step in Lab units, 2..50"),
     "neighbours": lambda w, f, v: _int(w, f, v, 1, 32),
@@ -254,7 +258,39 @@ _PRETEXT_ARGS: dict[str, Callable[[str, str, Any], Any]] = {
     "rebalance": lambda w, f, v: _number(w, f, v, 0, 1, "lambda in 0..1"),
     "temperature": lambda w, f, v: _number(w, f, v, 0.01, 10),
     "l_bins": lambda w, f, v: _int(w, f, v, 2, 1000),
+    # the exemplar head (zoo/pretexts/exemplar.py)
+    "loss": lambda w, f, v: _text(w, f, v, ("softmax", "triplet")),
+    "embedding_dim": lambda w, f, v: _int(w, f, v, 1, MAX_WIDTH),
+    "deformations": lambda w, f, v: _int(w, f, v, 1, 64),
+    # the counting head (zoo/pretexts/counting.py)
+    "count_dim": lambda w, f, v: _int(w, f, v, 1, MAX_WIDTH),
 }
+
+
+def _tasks(where: str, field: str, value: Any) -> dict:
+    """A multi-task model's ``tasks``: {pretext: that pretext's head arguments}, each checked as a
+    single-task model's ``pretext_args`` are."""
+    tasks = _object(where, field, value)
+    if not tasks:
+        _fail(where, field, "must name at least one task")
+    for task, args in tasks.items():
+        if task not in HEADS or task == "multi-task":
+            _fail(where, _field(field, task), f"not a task a multi-task model can have "
+                  f"(known: {', '.join(sorted(set(HEADS) - {'multi-task'}))})")
+        head = _arguments(where, _field(field, task), _object(where, _field(field, task), args), HEADS[task],
+                          f"the {task} head", _PRETEXT_ARGS)
+        if "tile" in head and head["tile"] > head["cell"]:
+            _fail(where, _field(_field(field, task), "tile"), f"{head['tile']} is larger than its cell {head['cell']}")
+    return tasks
+
+
+def _task_weights(where: str, field: str, value: Any) -> dict | None:
+    if value is None:
+        return None
+    weights = _object(where, field, value)
+    for task, w in weights.items():
+        _number(where, _field(field, task), w, 0, 1000)
+    return weights
 
 
 def _parameters(fn: Callable) -> dict[str, inspect.Parameter]:

@@ -43,7 +43,8 @@ from typing import Callable
 from .._core import get_model, models_for
 
 # display order; a new tab = its module name here
-MODULES = ("rotation", "jigsaw", "relpatch", "denoise", "inpaint", "colorize", "clusters", "classify", "models")
+MODULES = ("rotation", "jigsaw", "relpatch", "denoise", "inpaint", "colorize", "exemplar", "counting", "clusters", "retrieval",
+           "classify", "models")
 
 
 @dataclass(frozen=True)

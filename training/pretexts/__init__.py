@@ -4,7 +4,8 @@ run (``begin``, ``begin_epoch``, ``epoch_order``, ``eval_set``). Inference piece
 rotations, heads) come from ``sslzoo.zoo.pretexts``. Importing a module registers its plug-in."""
 from __future__ import annotations
 
-from . import colorization, context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation, split_brain  # noqa: F401  (each registers its plug-in)
+from . import (colorization, context_encoder, counting, deepcluster, denoising, exemplar, jigsaw,  # noqa: F401
+               multi_task, relpatch, rotation, split_brain)  # (each registers its plug-in; multi_task composes the others)
 from ._protocol import (PRETEXTS, Batch, Classification, Pretext, Run, UntrainableModel, get_pretext, register,
                         trainable_models)
 from .jigsaw import Jigsaw

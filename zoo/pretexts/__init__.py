@@ -14,9 +14,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import colorization, context_encoder, deepcluster, denoising, jigsaw, relpatch, rotation, split_brain
+from . import (colorization, context_encoder, counting, deepcluster, denoising, exemplar, jigsaw, multi_task, relpatch,
+               rotation, split_brain)
 
-_MODULES = (rotation, jigsaw, relpatch, deepcluster, denoising, context_encoder, colorization, split_brain)
+_MODULES = (rotation, jigsaw, relpatch, deepcluster, denoising, context_encoder, colorization, split_brain, exemplar,
+            counting, multi_task)  # multi_task composes the others' heads
 
 # pretext name -> build_head(trunk, input_size, **pretext_args) -> head module
 HEADS: dict[str, Callable[..., nn.Module]] = {m.PRETEXT: m.build_head for m in _MODULES}
