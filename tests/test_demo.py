@@ -597,6 +597,18 @@ def test_api_every_endpoint(client):
     assert label["label"] == "Ankle boot" and [c["label"] for c in label["confidences"]][0] == "Ankle boot"
     card, plot = client.predict(JIG, api_name="/model_info")
     assert card.startswith("# jigsaw-alexnet") and plot
+    from sslzoo.demo.tabs import colorize as colorize_tab
+
+    shipped_colour = [n for n in ("colorization-alexnet", "split-brain-alexnet") if n in _core.models_for("colorization")
+                      + _core.models_for("split-brain")]
+    assert bool(shipped_colour) == ("/colorize" in shipped)
+    for name in shipped_colour:  # the shipped colour models, served: a colour photo, then a gray garment
+        *images, error, summary = client.predict(name, handle_file(str(EX["opencv-board.jpg"])), 0.38,
+                                                 api_name="/colorize")
+        assert error == colorize_tab.colorize(name, EX["opencv-board.jpg"], 0.38)[5] and error > 0
+        assert all(images[:3]) and bool(images[3]) == name.startswith("split-brain") and "mean ab error" in summary
+        *_, error, summary = client.predict(name, handle_file(str(BOOT)), 0.38, api_name="/colorize")
+        assert error is None and "Your image is gray" in summary
 
 
 def test_api_new_tabs(made, monkeypatch, bad):

@@ -38,6 +38,12 @@ _SRGB_KNEE, _LINEAR_KNEE = 0.04045, 0.0031308  # where the sRGB curve switches, 
 _L_MAX = 100.0
 
 
+def _pos_pow(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x ** p for x > 0 as exp(p log x): on the CPU torch's float-exponent ``pow`` takes ~2.5x as long
+    as ``log`` + ``exp`` together (measured on 64k float32 values, 1 thread); within 1e-6 relative."""
+    return torch.exp(torch.log(x) * p)
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
@@ -96,15 +102,15 @@ def _rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     B = xc.shape[0]
     to_xyz = _const(_RGB_TO_XYZ, xc) / _const(_WHITE, xc)[:, None]  # linear RGB -> white-normalised XYZ
     # linear = (clamp(x, knee, 1) + 0.055)^2.4 / 1.055^2.4 + (clamp(x, 0, knee) - knee) / 12.92
-    curve = (xc.clamp(_SRGB_KNEE, 1) + 0.055) ** 2.4  # B x 3 x N
+    curve = _pos_pow(xc.clamp(_SRGB_KNEE, 1) + 0.055, 2.4)  # B x 3 x N
     toe = xc.clamp(0, _SRGB_KNEE)
     xyz = torch.baddbmm((to_xyz.sum(1) * (-_SRGB_KNEE / 12.92))[:, None], (to_xyz / 1.055 ** 2.4).expand(B, 3, 3), curve)
     xyz = xyz + torch.bmm((to_xyz / 12.92).expand(B, 3, 3), toe)  # B x 3 x N
     # Lab = F @ f(xyz) + (-16, 0, 0), f(t) = clamp(t, eps)^(1/3) + (min(t, eps) - eps) * slope
     f_to_lab = _const(_F_TO_LAB, xc)
     offset = f_to_lab.sum(1) * (-_EPS * _SLOPE) + _const((-16.0, 0.0, 0.0), xc)
-    lab = torch.baddbmm(offset[:, None], f_to_lab.expand(B, 3, 3), xyz.clamp_min(_EPS) ** (1.0 / 3.0))
-    return lab + torch.bmm((f_to_lab * _SLOPE).expand(B, 3, 3), xyz.clamp_max(_EPS))
+    lab = torch.baddbmm(offset[:, None], f_to_lab.expand(B, 3, 3), _pos_pow(xyz.clamp_min(_EPS), 1.0 / 3.0))
+    return lab.baddbmm_((f_to_lab * _SLOPE).expand(B, 3, 3), xyz.clamp_max(_EPS))
 
 
 def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
