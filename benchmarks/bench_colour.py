@@ -20,21 +20,11 @@ as results (the seconds are shown next to them).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
-
-def best_time(fn, repeats: int, sync=lambda: None) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+from _timing import best_time
 
 
 def main() -> None:

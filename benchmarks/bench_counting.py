@@ -18,25 +18,15 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from _timing import best_time
+
 PIL_METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                "area": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
-
-
-def best_time(fn, repeats: int, sync=lambda: None) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def pil_views(images: np.ndarray, side: int, mean: float, std: float, methods, rng: random.Random,

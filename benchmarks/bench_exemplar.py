@@ -23,20 +23,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 
-
-def best_time(fn, repeats: int, sync=lambda: None) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
+from _timing import best_time
 
 
 def per_image_pipeline(channels: int, size: int):
