@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # how each metric reads: a share shown in %, a level in dB, a plain number
-_PERCENT = {"accuracy", "rebalanced_accuracy", "closer_share", "auc"}  # and any *_accuracy, *_auc
+_PERCENT = {"closer_share", "auc"}  # and any name with an "accuracy" part (ab_accuracy_rebalanced), any *_auc
 _UNITS = {"psnr": " dB", "input_psnr": " dB", "hole_psnr": " dB", "mean_fill_psnr": " dB"}
 
 
@@ -23,7 +23,7 @@ def headline_metric(config: dict[str, Any]) -> dict[str, Any] | None:
 
 def format_value(name: str, value: float) -> str:
     name = name.rsplit("/", 1)[-1]  # a multi-task model's "<task>/accuracy" reads as its task's
-    if name in _PERCENT or name.endswith(("_accuracy", "_auc")) or name.startswith("accuracy_"):
+    if name in _PERCENT or "accuracy" in name.split("_") or name.endswith("_auc"):
         return f"{100 * value:.2f} %"
     if name in _UNITS:
         return f"{value:.2f}{_UNITS[name]}"

@@ -189,7 +189,7 @@ register(
 )
 register(
     "split-brain-alexnet",
-    Weights("photos", UNTRAINED,
+    Weights("photos", "package:split-brain-alexnet.photos",
             {"architecture": "alexnet_split", "arch_args": {"in_chans": 3}, "pretext": "split-brain",
              "pretext_args": {"l_bins": 50, "grid": 10.0, "neighbours": 5, "sigma": 5.0, "rebalance": 0.5,
                               "temperature": 0.38, "decoder_width": 128}, "data_config": PHOTOS_96},
