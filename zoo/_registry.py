@@ -141,26 +141,27 @@ register(
 )
 
 # Exemplar: 6000 seed images of the training set, each a surrogate class seen under random deformations
-# (training/pretexts/exemplar.py says why 6000), whole image at 96 px; trainable, weights not released yet.
+# (training/pretexts/exemplar.py says why 6000), whole image at 96 px.
 register(
     "exemplar-alexnet",
-    Weights("fmnist", UNTRAINED, _alexnet("exemplar", 1, FMNIST_96, num_classes=6000, hidden=512, loss="softmax",
-                                          deformations=4),
+    Weights("fmnist", "package:exemplar-alexnet.fmnist",
+            _alexnet("exemplar", 1, FMNIST_96, num_classes=6000, hidden=512, loss="softmax", deformations=4),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1406.6909"}),
 )
 
 # Counting: D(x) and the 2x2 tiles of the image enlarged to 192 px, each at 96 px, counts of 1000 dims
-# (the paper's); trainable, weights not released yet.
+# (the paper's).
 register(
     "counting-alexnet",
-    Weights("fmnist", UNTRAINED, _alexnet("counting", 1, FMNIST_96, hidden=512, count_dim=1000),
+    Weights("fmnist", "package:counting-alexnet.fmnist", _alexnet("counting", 1, FMNIST_96, hidden=512, count_dim=1000),
             meta={"dataset": "fashion-mnist", "paper": "arXiv:1708.06734"}),
 )
 
 # Multi-task: one trunk, the heads of rotation, relative patch, jigsaw and exemplar as their own models
 # have them (same arguments), the four losses summed with weight 1; every task sees the same gray
 # Fashion-MNIST images (the paper's harmonisation); the whole image at 96 px for features and probes.
-# fmnist-lasso: each head reads a learned sparse combination of conv1..conv5 (zoo/pretexts/multi_task.py).
+# fmnist-lasso: each head reads a learned sparse combination of conv1..conv5 (zoo/pretexts/multi_task.py);
+# trainable, its weights not released (UNTRAINED).
 MULTI_TASKS = {
     "rotation": {"hidden": 512},
     "relative-patch": {"hidden": 512, "cell": 76, "tile": 64},
@@ -170,7 +171,8 @@ MULTI_TASKS = {
 }
 register(
     "multi-task-alexnet",
-    *(Weights(tag, UNTRAINED, _alexnet("multi-task", 1, FMNIST_96, tasks=MULTI_TASKS, weights=None, lasso=lasso),
+    *(Weights(tag, "package:multi-task-alexnet.fmnist" if tag == "fmnist" else UNTRAINED,
+              _alexnet("multi-task", 1, FMNIST_96, tasks=MULTI_TASKS, weights=None, lasso=lasso),
               meta={"dataset": "fashion-mnist", "paper": "arXiv:1708.07860"})
       for tag, lasso in (("fmnist", False), ("fmnist-lasso", True))),
 )
@@ -182,7 +184,7 @@ PHOTOS_96 = {"input_size": [3, 96, 96], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.
              "crop_pct": 1.0, "channels": "RGB"}
 register(
     "colorization-alexnet",
-    Weights("photos", UNTRAINED,
+    Weights("photos", "package:colorization-alexnet.photos",
             {**_alexnet("colorization", 3, PHOTOS_96, grid=10.0, neighbours=5, sigma=5.0, rebalance=0.5,
                         temperature=0.38, decoder_width=256), "arch_args": {"in_chans": 3, "front_end": "lab_l"}},
             meta={"dataset": "photos", "paper": "arXiv:1603.08511"}),
