@@ -102,8 +102,10 @@ def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
     directories in ``$SSLZOO_DEMO_MODELS``; those that can predict ``pretext`` (a model with
     several pretexts fits each of their tabs), or that have probe heads stored with them
     (``probes``). An entry without weights here (untrained, a Hub entry not in the local cache,
-    a converted checkpoint not converted yet) or a listed directory that is no model is left out."""
-    names = []
+    a converted checkpoint not converted yet) or a listed directory that is no model is left out.
+    For a ``pretext``, the models of that pretext alone come first (a tab opens on its own pretext's
+    model), then those that answer it among others (multi-task), each group in the order above."""
+    names, shared = [], []
     extra = extra_models()
     for name in [*zoo.list_models(), *extra]:
         try:
@@ -113,12 +115,13 @@ def models_for(pretext: str | None = None, probes: bool = False) -> list[str]:
                 _SKIPPED.add(name)
                 log.warning("%s: %s is left out (%s)", MODELS_ENV, name, e)
             continue
-        if pretext is not None and pretext not in config_pretexts(cfg):
+        pretexts = config_pretexts(cfg)
+        if pretext is not None and pretext not in pretexts:
             continue  # another pretext, or a converted trunk saved without its pretext head
         if probes and not (cfg.get("probe") or {}).get("heads"):
             continue
-        names.append(name)
-    return names
+        (shared if pretext is not None and len(pretexts) > 1 else names).append(name)
+    return names + shared
 
 
 def model_label(name: str) -> str:

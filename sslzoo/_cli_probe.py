@@ -34,6 +34,8 @@ def probe(
     solver: Solver = typer.Option(Solver.fast, help="fast: L-BFGS on cached features; seed: the seed's SGD protocol; both"),
     train_limit: Optional[int] = typer.Option(None, min=1, help="use only the first N training images"),
     test_limit: Optional[int] = typer.Option(None, min=1, help="use only the first N test images"),
+    input_size: Optional[int] = typer.Option(None, min=1, help="probe on square images of this side instead of the "
+                                             "model's own input size (to compare models at one size; no heads saved)"),
     no_random: bool = typer.Option(False, "--no-random", help="skip the random-init baseline"),
     no_save_heads: bool = typer.Option(False, "--no-save-heads", help="do not store the probe heads in the model"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="where the report, plot and (with heads) the model go "
@@ -48,7 +50,7 @@ def probe(
         report = run_probe(name_or_dir, dataset=dataset, layers=layer or None, solver=solver.value,
                            train_limit=train_limit, test_limit=test_limit, random_baseline=not no_random,
                            save_heads=not no_save_heads, out_dir=out_dir, data_root=data_root,
-                           cache_dir=cache_dir, log=lambda line: err.print(line, soft_wrap=True))
+                           cache_dir=cache_dir, input_size=input_size, log=lambda line: err.print(line, soft_wrap=True))
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -32,6 +32,7 @@ EX = {p.name: p for p in zoo.example_images()}
 BOOT, TROUSER, CAT = EX["fmnist-0-ankle-boot.png"], EX["fmnist-2-trouser.png"], EX["chelsea.jpg"]
 ROT, JIG, REL = "rotation-alexnet", "jigsaw-alexnet", "relative-patch-alexnet"
 DEEPCLUSTER = "deepcluster-alexnet"
+MT = "multi-task-alexnet"  # shipped; answers the rotation, jigsaw, relative-patch and exemplar tabs too
 DENOISING, CONTEXT_ENCODER = "denoising-alexnet", "context-encoder-alexnet"
 
 
@@ -72,9 +73,12 @@ def _same(a: Image.Image, b: Image.Image) -> bool:
 # --- models and cards ------------------------------------------------------------------------------
 
 def test_pickers_offer_only_models_that_fit():
-    assert _core.models_for("rotation") == [ROT]
-    assert _core.models_for("jigsaw") == [JIG]
-    assert _core.models_for("relative-patch") == [REL]
+    # a tab's own pretext's model first, then the multi-task model that also answers it
+    assert _core.models_for("rotation") == [ROT, MT]
+    assert _core.models_for("jigsaw") == [JIG, MT]
+    assert _core.models_for("relative-patch") == [REL, MT]
+    assert _core.models_for("exemplar") == ["exemplar-alexnet", MT]
+    assert MT not in _core.models_for("denoising") and MT in _core.models_for()
     for name in _core.models_for(probes=True):
         assert _core.model_config(name)["probe"]["heads"], name
     assert set(_core.models_for()) >= {ROT, JIG, REL}
@@ -309,7 +313,7 @@ def test_untrained_entries_are_not_offered_and_listed_directories_are(made, monk
             == by_id["inpaint"].models())
     assert (_core.models_for("deepcluster") == shipped.get("deepcluster", []) + [made[DC], made[DC_BARE]]
             == by_id["clusters"].models())
-    assert _core.models_for("rotation") == [ROT]
+    assert _core.models_for("rotation") == [ROT, MT]
     assert {made[k] for k in made} <= set(_core.models_for()) and str(junk) not in _core.models_for()
     assert _core.model_label(made[DN]) == f"denoising-alexnet.fmnist ({made[DN]})" and _core.model_label(ROT) == ROT
     headers, rows = models_tab.models_table([made[DC]])  # the Models tab lists them too
@@ -469,7 +473,7 @@ def test_tab_registry_in_display_order():
                                                     ("inpaint", "Inpaint"), ("colorize", "Colorize"), ("exemplar", "Exemplar"), ("counting", "Counting"), ("clusters", "Clusters"),
                                                     ("retrieval", "Retrieval"), ("classify", "Classify (linear probe)"), ("models", "Models")]
     by_id = {t.id: t for t in tabs.TABS}
-    assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT], [JIG], [REL]]
+    assert [by_id[i].models() for i in ("rotation", "jigsaw", "relpatch")] == [[ROT, MT], [JIG, MT], [REL, MT]]
     assert by_id["relpatch"].pretexts == ("relative-patch",)
     assert [by_id[i].pretexts for i in ("denoise", "inpaint", "clusters")] == [("denoising",), ("context-encoder",),
                                                                               ("deepcluster",)]
@@ -494,7 +498,8 @@ def test_a_model_is_offered_by_every_tab_of_its_pretexts(monkeypatch):
     monkeypatch.setattr(_core.get_model(ROT), "pretexts", ("rotation", "jigsaw"))
     by_id = {t.id: t for t in tabs.TABS}
     assert ROT in by_id["rotation"].models() and ROT in by_id["jigsaw"].models()
-    assert by_id["relpatch"].models() == [REL]
+    assert by_id["relpatch"].models() == [REL, MT]
+    assert by_id["jigsaw"].models() == [JIG, MT, ROT]  # its own pretext's model first, then the shared ones (zoo order)
     assert tabs.Tab("both", "Both", ("rotation", "jigsaw"), build=lambda: None).models().count(ROT) == 1
     assert _core.pretext_model(ROT, "jigsaw") is _core.get_model(ROT)
     with pytest.raises(DemoError, match="is a rotation/jigsaw model; this tab needs a relative-patch model"):

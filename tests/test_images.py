@@ -146,7 +146,10 @@ def test_exif_orientation_applied(tmp_path):
 
 def test_examples_decode():
     paths = example_images()
-    assert len(paths) == 8 and sum(p.stat().st_size for p in paths) < 200_000
+    assert [p.name for p in paths] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "fmnist-0-ankle-boot.png",
+                                       "fmnist-1-pullover.png", "fmnist-2-trouser.png", "fmnist-4-shirt.png",
+                                       "opencv-board.jpg", "rocket.jpg"]
+    assert sum(p.stat().st_size for p in paths) < 200_000
     assert {open_image(p).mode for p in paths} == {"L", "RGB"}
 
 

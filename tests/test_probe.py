@@ -286,6 +286,28 @@ def test_unknown_layer_is_a_clear_error(model_dir):
         probe.run_probe(model_dir, layers=["conv9"])
 
 
+def test_probe_at_another_input_size(model_dir, tmp_path, monkeypatch):
+    """--input-size: the features come from images of that side (new feature-cache entries), the
+    report says so and goes beside the working directory, and the model keeps its own heads."""
+    monkeypatch.chdir(tmp_path)
+    cache, own = tmp_path / "cache", (model_dir / "config.json").read_bytes()
+    kw = dict(layers=["conv1"], train_limit=300, test_limit=100, random_baseline=False, cache_dir=cache)
+    at_96 = probe.run_probe(model_dir, out_dir=tmp_path / "own", **kw)  # its own size
+    files_96 = set(cache.rglob("*.safetensors"))
+    at_160 = probe.run_probe(model_dir, input_size=160, **kw)
+    assert at_96["input_size"] == [1, 96, 96] and at_160["input_size"] == [1, 160, 160]
+    assert len(set(cache.rglob("*.safetensors")) - files_96) == 2  # train and test features at 160 px
+    out = tmp_path / f"probe-{probe._slug(at_160['model'])}-160px"
+    assert at_160["report_path"] == str(out / probe.REPORT_FILE) and (out / probe.REPORT_FILE).is_file()
+    assert not (out / "model.safetensors").exists() and "saved_model_dir" not in at_160  # heads stay at 96 px
+    assert at_160["command"].endswith("--train-limit 300 --test-limit 100 --input-size 160 --no-random --no-save-heads")
+    assert (model_dir / "config.json").read_bytes() == own
+    same = probe.run_probe(model_dir, input_size=96, out_dir=tmp_path / "again", **kw)  # its own size: a plain probe
+    assert same["accuracy"] == at_96["accuracy"] and "--input-size" not in same["command"]
+    with pytest.raises(probe.ProbeError, match="--input-size 32: the AlexNet trunks need at least 64 px"):
+        probe.run_probe(model_dir, input_size=32, **kw)
+
+
 def _cli_args(model_dir, cache) -> list[str]:
     return [str(model_dir), "--layer", "conv5", "--train-limit", str(N_TRAIN), "--test-limit", str(N_TEST),
             "--no-random", "--cache-dir", str(cache)]

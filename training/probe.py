@@ -44,6 +44,7 @@ from .data import ImageSet, load_dataset
 REPORT_FILE = "probe_report.json"
 PLOT_FILE = "probe_plot.png"
 RANDOM_ROW = "random init (same probe)"
+MIN_INPUT_SIZE = 64  # AlexNet's smallest workable input (pool5 still 1 x 1 at 64 px)
 DATASET_NAMES = {"fashion-mnist": ("Fashion-MNIST", "fashion_mnist")}  # spec -> (card name, model-index id)
 
 # Counts of images pushed through a trunk by ``extract_pooled``: lets tests see cache hits.
@@ -296,7 +297,7 @@ def protocol_text(solver: str, grids: dict[str, tuple[int, int]], dims: dict[str
 
 
 def probe_command(name: str, *, dataset: str, layers: list[str] | None, solver: str, train_limit: int | None,
-                  test_limit: int | None, random_baseline: bool, save_heads: bool) -> str:
+                  test_limit: int | None, random_baseline: bool, save_heads: bool, input_size: int | None = None) -> str:
     """The ``sslzoo probe`` command line that reproduces a run (paths to local outputs left out)."""
     parts = ["sslzoo", "probe", str(name)]
     if dataset != "fashion-mnist":
@@ -309,6 +310,8 @@ def probe_command(name: str, *, dataset: str, layers: list[str] | None, solver: 
         parts += ["--train-limit", str(train_limit)]
     if test_limit is not None:
         parts += ["--test-limit", str(test_limit)]
+    if input_size is not None:
+        parts += ["--input-size", str(input_size)]
     if not random_baseline:
         parts.append("--no-random")
     if not save_heads:
@@ -356,13 +359,24 @@ def _results_json(results: dict[str, LayerResult]) -> dict[str, dict[str, dict]]
     return out
 
 
-def _default_out_dir(name: str | Path, model: zoo.PretextModel) -> Path:
+def _default_out_dir(name: str | Path, model: zoo.PretextModel, input_size: int | None = None) -> Path:
     """A local model directory the user named, when writable; else ./probe-<name> (never the
-    package's shipped weights or the Hugging Face cache)."""
+    package's shipped weights or the Hugging Face cache); ./probe-<name>-<S>px for a probe at
+    another input size (its report is not the model's own)."""
+    if input_size is not None:
+        return Path.cwd() / f"probe-{_slug(model.name)}-{input_size}px"
     path = Path(str(name)).expanduser()
     if path.is_dir() and os.access(path, os.W_OK):
         return path
     return Path.cwd() / f"probe-{_slug(model.name)}"
+
+
+def _at_input_size(model: zoo.PretextModel, side: int) -> None:
+    """Feed ``model`` square images of ``side`` px instead of its data config's size (the trunk is
+    convolutional; the pretext head, sized for the trained input, is not used by a probe)."""
+    c = model.data_config["input_size"][0]
+    model.data_config["input_size"] = [c, side, side]
+    model.config["data_config"] = dict(model.data_config)
 
 
 def _with_heads(model: zoo.PretextModel, heads: dict[str, LinearProbe], probe_cfg: dict) -> zoo.PretextModel:
@@ -381,13 +395,15 @@ def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", 
               solver: str = "fast", train_limit: int | None = None, test_limit: int | None = None,
               random_baseline: bool = True, save_heads: bool = True, out_dir: str | Path | None = None,
               data_root: str | Path | None = None, cache_dir: str | Path | None = None, seed: int = 0,
-              batch_size: int = 256, log: Callable[[str], None] = lambda s: None) -> dict:
+              batch_size: int = 256, input_size: int | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Probe a model (zoo name, local directory or hf-hub:...) tap by tap; write the report and plot.
 
     Writes ``probe_report.json`` and ``probe_plot.png`` into ``out_dir`` (default: the model
     directory when it is a local writable directory, else ./probe-<name>); with ``save_heads`` the
     primary solver's heads go into the model and the model (Hub layout, re-rendered card) is saved
-    there too. Returns the report dict.
+    there too. ``input_size``: probe at square images of that side instead of the model's own (to
+    compare models at one size); then no heads are saved (they belong to the model at its own size)
+    and the report goes to ./probe-<name>-<S>px by default. Returns the report dict.
     """
     if solver not in ("fast", "seed", "both"):
         raise ProbeError(f"unknown solver {solver!r}: use fast, seed or both")
@@ -398,7 +414,15 @@ def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", 
     unknown = [k for k in layers if k not in model.layers]
     if unknown:
         raise ProbeError(f"{model.name} has no tap(s) {', '.join(unknown)}; its taps are {', '.join(model.layers)}")
-    out_dir = Path(out_dir).expanduser() if out_dir else _default_out_dir(model_dir_or_name, model)
+    if input_size is not None:
+        if input_size < MIN_INPUT_SIZE:
+            raise ProbeError(f"--input-size {input_size}: the AlexNet trunks need at least {MIN_INPUT_SIZE} px")
+        if input_size == model.data_config["input_size"][-1]:
+            input_size = None  # the model's own size: an ordinary probe
+        else:
+            _at_input_size(model, input_size)
+            save_heads = False
+    out_dir = Path(out_dir).expanduser() if out_dir else _default_out_dir(model_dir_or_name, model, input_size)
 
     train = load_dataset(dataset, "train", root=data_root, data_config=model.data_config).subset(train_limit)
     test = load_dataset(dataset, "test", root=data_root, data_config=model.data_config).subset(test_limit)
@@ -418,6 +442,8 @@ def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             random_model = zoo.load(model_dir_or_name, pretrained=False)
+        if input_size is not None:
+            _at_input_size(random_model, input_size)
         random_model.config["name"] = f"{model.name} (random init)"
         random_results, random_feature_s = probe_layers(random_model, train, test, layers, solvers, **common)
 
@@ -425,13 +451,14 @@ def run_probe(model_dir_or_name: str | Path, *, dataset: str = "fashion-mnist", 
     dims = {k: results[k].dims for k in layers}
     command = probe_command(model_dir_or_name, dataset=dataset, layers=requested, solver=solver,
                             train_limit=train_limit, test_limit=test_limit, random_baseline=random_baseline,
-                            save_heads=save_heads)
+                            save_heads=save_heads, input_size=input_size)
     accuracy = {k: results[k].accuracy[primary] for k in layers}
     random_accuracy = {k: random_results[k].accuracy[primary] for k in layers} if random_results else None
     report = {
         "model": model.name, "model_source": str(model_dir_or_name), "dataset": dataset,
         "dataset_name": dataset_name, "dataset_id": dataset_id, "classes": list(train.classes),
-        "train_images": len(train), "test_images": len(test), "layers": list(layers),
+        "train_images": len(train), "test_images": len(test), "input_size": list(model.data_config["input_size"]),
+        "layers": list(layers),
         "solver": solver, "primary_solver": primary, "channels": {k: results[k].channels for k in layers},
         "grids": {k: list(g) for k, g in grids.items()}, "feature_dims": dims,
         "accuracy": accuracy, "random_accuracy": random_accuracy,

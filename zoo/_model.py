@@ -79,9 +79,10 @@ class PretextModel(nn.Module):
         only), so every single-task helper and demo tab takes it as it is."""
         if pretext not in self.pretexts:
             raise ValueError(f"{self.name} cannot predict {pretext!r}; it predicts {', '.join(self.pretexts)}")
-        if self.pretexts == (self.pretext,):
+        from .pretexts.multi_task import PRETEXT as MULTI_TASK, TaskHead
+
+        if self.pretext != MULTI_TASK:  # its own head answers every pretext it lists
             return self
-        from .pretexts.multi_task import TaskHead
 
         view = copy.copy(self)  # a new module object: its own registries, the same submodules
         view.__dict__.update(_modules=dict(self._modules), _parameters=dict(self._parameters),
