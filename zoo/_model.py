@@ -79,18 +79,16 @@ class PretextModel(nn.Module):
         only), so every single-task helper and demo tab takes it as it is."""
         if pretext not in self.pretexts:
             raise ValueError(f"{self.name} cannot predict {pretext!r}; it predicts {', '.join(self.pretexts)}")
-        from .pretexts.multi_task import PRETEXT as MULTI_TASK, TaskHead
-
-        if self.pretext != MULTI_TASK:  # its own head answers every pretext it lists
+        for_task = getattr(self.head, "for_task", None)  # a composite head (multi-task) answers a task by a view
+        if for_task is None:  # its own head answers every pretext it lists
             return self
-
+        head, args = for_task(pretext)
         view = copy.copy(self)  # a new module object: its own registries, the same submodules
         view.__dict__.update(_modules=dict(self._modules), _parameters=dict(self._parameters),
                              _buffers=dict(self._buffers))
-        args = (self.config.get("pretext_args") or {}).get("tasks", {}).get(pretext, {})
-        view.config = {**self.config, "pretext": pretext, "pretext_args": args, "multi_task": self.name}
+        view.config = {**self.config, "pretext": pretext, "pretext_args": args, "view_of": self.name}
         view.pretext, view.pretexts = pretext, (pretext,)
-        view.head = TaskHead(self.head, pretext)
+        view.head = head
         return view
 
     def classify(self, x: torch.Tensor, layer: str) -> torch.Tensor:

@@ -69,12 +69,19 @@ class _Mixed:
 class MultiTaskHead(nn.Module):
     """{task: head} on one trunk; ``pretexts`` lists the tasks, in the configuration's order."""
 
-    def __init__(self, heads: Mapping[str, nn.Module], weights: Mapping[str, float], mixers: Mapping[str, TapMix] | None):
+    def __init__(self, heads: Mapping[str, nn.Module], weights: Mapping[str, float], mixers: Mapping[str, TapMix] | None,
+                 task_args: Mapping[str, Mapping] | None = None):
         super().__init__()
         self.heads = nn.ModuleDict(heads)
         self.pretexts = tuple(heads)
         self.weights = {t: float(weights.get(t, 1.0)) for t in self.pretexts}
         self.mixers = nn.ModuleDict(mixers) if mixers else None
+        self.task_args = {t: dict((task_args or {}).get(t) or {}) for t in self.pretexts}  # each head's build arguments
+
+    def for_task(self, task: str) -> tuple["TaskHead", dict]:
+        """Task ``task``'s head standing alone and the arguments it was built with (its ``pretext_args``):
+        what ``PretextModel.for_pretext`` puts in a view of the model that answers that task only."""
+        return TaskHead(self, task), dict(self.task_args[task])
 
     def task_trunk(self, trunk: nn.Module, task: str):
         """What task ``task``'s head calls as its trunk: the trunk itself, or its lasso mix."""
@@ -123,4 +130,4 @@ def build_head(trunk: nn.Module, input_size: Sequence[int], tasks: Mapping[str, 
         raise ValueError(f"loss weights for task(s) {stray} the model does not have ({', '.join(tasks)})")
     heads = {t: build(t, trunk, input_size, **dict(args or {})) for t, args in tasks.items()}
     mixers = {t: TapMix(trunk, input_size) for t in tasks} if lasso else None
-    return MultiTaskHead(heads, dict(weights or {}), mixers)
+    return MultiTaskHead(heads, dict(weights or {}), mixers, tasks)
