@@ -52,6 +52,20 @@ def checkpoint_step(ckpt) -> int:
         return int(json.loads(f.read(size))["__metadata__"]["step"])
 
 
+def assert_same_run(ref: Path, run: Path) -> dict:
+    """The resumed run ``run`` ended exactly as the uninterrupted ``ref``: the same checkpoint keys,
+    every tensor equal, the exported model.safetensors byte-identical. Returns ref's checkpoint
+    tensors, for a test's own checks of what the checkpoint holds."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(ref / "checkpoint.safetensors"), load_file(run / "checkpoint.safetensors")
+    assert a.keys() == b.keys(), sorted(a.keys() ^ b.keys())
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert (ref / "model" / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    return a
+
+
 def train_killed_at(args, ckpt: Path, at_least: int, log: Path, timeout: float = 120, env=None) -> int:
     """Run ``sslzoo train ARGS`` in a fresh process, kill -9 it once ``ckpt`` holds step >= ``at_least``,
     and return the step of the checkpoint it left (asserting it really died by the signal)."""

@@ -17,7 +17,7 @@ from sslzoo.zoo import _colour
 from sslzoo.zoo.pretexts import colorization as zc
 from sslzoo.zoo.pretexts import split_brain as zs
 
-from .conftest import run_cli, train_killed_at
+from .conftest import assert_same_run, run_cli, train_killed_at
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "retina")
@@ -200,9 +200,7 @@ def test_cli_trains_on_a_photo_folder_and_kill9_then_resume_is_bit_identical(nam
     res = run_cli("train", name, "--out", run, "--checkpoint-every", "1", "--resume", *data, *TINY, env=env,
                   check=True)
     assert f"resumed {ckpt} at step {killed_at}/12" in res.stdout
-    a, b = load_file(ref / "checkpoint.safetensors"), load_file(ckpt)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (ref / "model" / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    assert_same_run(ref, run)
 
 
 # --- inference and the demo ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from sslzoo.zoo._errors import ZooError
 from sslzoo.zoo._registry import MULTI_TASKS
 from sslzoo.zoo._validate import check_config
 
-from .conftest import run_cli, train_killed_at
+from .conftest import assert_same_run, run_cli, train_killed_at
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 NAME = "multi-task-alexnet"
@@ -150,9 +150,7 @@ def test_cli_kill9_then_resume_is_bit_identical(tmp_path, fmnist_root):
     res = run_cli("train", NAME, "--out", run, "--checkpoint-every", "1", "--resume", *TINY, env=ONE_THREAD,
                   check=True)
     assert f"resumed {ckpt} at step {killed_at}/12" in res.stdout
-    a, b = load_file(ref / "checkpoint.safetensors"), load_file(ckpt)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (ref / "model" / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    assert_same_run(ref, run)
 
 
 def test_the_model_is_offered_in_each_of_its_tasks_tabs(tmp_path, monkeypatch):
